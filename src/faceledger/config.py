@@ -1,0 +1,57 @@
+"""Settings, read from ``FACELEDGER_*`` environment variables or a ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACELEDGER_", env_file=".env", extra="ignore")
+
+    # where things live
+    data_dir: Path = Field(Path("../shared/data"), description="Evaluation and test faces (LFW, UTKFace, ...).")
+    home: Path = Field(Path(".faceledger"), description="State: database, index, caches, reports.")
+    model_dir: Path | None = Field(None, description="Directory with your own ONNX models instead of the bundled ones.")
+    detector_file: str | None = Field(None, description="Detector file name inside model_dir (YuNet-compatible).")
+    recognizer_file: str | None = Field(None, description="Recognizer file name inside model_dir (112x112 input).")
+    recognizer_mean: float = Field(0.0, description="Subtracted from RGB pixels before a model_dir recognizer.")
+    recognizer_std: float = Field(1.0, description="Divides RGB pixels before a model_dir recognizer.")
+
+    # models
+    profile: Literal["fast", "accurate"] = Field("fast", description="Model profile: fast (SFace) or accurate (SFace+dlib).")
+    threads: int = Field(1, ge=1, description="Intra-op threads per ONNX session (1 is fastest per core here).")
+    embed_batch: int = Field(2, ge=1, le=64, description="Faces per recognizer run; larger batches are slower per face on CPU.")
+
+    # input limits
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Refuse inputs larger than this many bytes.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Refuse images with more pixels (checked before decoding).")
+    max_faces: int = Field(50, ge=1, description="At most this many faces are returned per image.")
+
+    # detection
+    detect_score: float = Field(0.6, ge=0.0, le=1.0, description="Detector confidence threshold.")
+    detect_nms: float = Field(0.3, ge=0.0, le=1.0, description="Non-maximum suppression IoU.")
+    detect_max_side: int = Field(640, ge=64, description="Images are scaled down so the longer side fits this.")
+
+    # quality limits for enrolment
+    min_face_px: float = Field(48.0, description="SMALL_FACE below this face box size (shorter side, pixels).")
+    min_confidence: float = Field(0.8, description="LOW_CONFIDENCE below this detector score.")
+    min_sharpness: float = Field(40.0, description="LOW_SHARPNESS below this variance of Laplacian on the aligned crop.")
+    min_brightness: float = Field(40.0, description="LOW_BRIGHTNESS below this mean grey level of the crop.")
+    max_brightness: float = Field(220.0, description="HIGH_BRIGHTNESS above this mean grey level of the crop.")
+    min_contrast: float = Field(20.0, description="LOW_CONTRAST below this grey-level standard deviation.")
+    max_yaw: float = Field(45.0, description="EXTREME_POSE above this estimated |yaw| in degrees.")
+    max_roll: float = Field(45.0, description="EXTREME_POSE above this |roll| in degrees.")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

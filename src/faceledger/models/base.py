@@ -1,0 +1,57 @@
+"""One small base for every ONNX model: lazy load under a lock, one session, ``run``."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from faceledger.errors import ModelFileError
+from faceledger.models.files import ResolvedModel
+
+
+class OnnxModel:
+    """An ONNX Runtime session made on first use from a checked model file."""
+
+    def __init__(self, model: ResolvedModel, *, threads: int = 1) -> None:
+        self.model = model
+        self.threads = threads
+        self._session: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    def prepare(self, raw: bytes) -> bytes:
+        """Rewrite the shipped file's bytes before loading (see ``onnx_graph``)."""
+        return raw
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._load()
+        return self._session
+
+    def _load(self) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(self.prepare(self.path.read_bytes()), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnx / onnxruntime raise many types for a bad file
+            raise ModelFileError(f"model file {self.path} could not be loaded: {exc}", file=str(self.path)) from None
+
+    def load(self) -> None:
+        """Load now (at start-up) instead of on the first request."""
+        _ = self.session
+
+    def run(self, feed: np.ndarray) -> list[np.ndarray]:
+        session = self.session
+        return session.run(None, {session.get_inputs()[0].name: feed})

@@ -1,0 +1,56 @@
+"""``Detections``: every face of one image as arrays, not a list of little dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detections:
+    """N faces: ``boxes`` (N,4) x1,y1,x2,y2; ``landmarks`` (N,5,2); ``scores`` (N,).
+
+    Landmarks are, in image terms: left eye, right eye, nose tip, left mouth corner,
+    right mouth corner (the subject's right eye is the image's left eye).
+    """
+
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def __getitem__(self, index: int | slice | np.ndarray) -> Detections:
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1 if int(index) != -1 else None)
+        return Detections(self.boxes[index], self.landmarks[index], self.scores[index])
+
+    @property
+    def widths(self) -> np.ndarray:
+        return self.boxes[:, 2] - self.boxes[:, 0]
+
+    @property
+    def heights(self) -> np.ndarray:
+        return self.boxes[:, 3] - self.boxes[:, 1]
+
+    @property
+    def areas(self) -> np.ndarray:
+        return self.widths * self.heights
+
+    @property
+    def centers(self) -> np.ndarray:
+        return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
+
+    def order_by_area(self) -> Detections:
+        return self[np.argsort(-self.areas, kind="stable")]
+
+    def most_central(self, width: int, height: int) -> int:
+        """Index of the face nearest the image centre, relative to its size (for one-face photos)."""
+        distance = np.linalg.norm(self.centers - np.array([width / 2, height / 2]), axis=1)
+        return int(np.argmin(distance / np.sqrt(np.maximum(self.areas, 1.0))))
