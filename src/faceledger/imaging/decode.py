@@ -19,7 +19,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from faceledger.errors import EmptyImage, ImageTooLarge, InvalidImage, PayloadTooLarge, TruncatedImage
 
 ImageInput = Union[bytes, bytearray, memoryview, str, Path, np.ndarray]
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO")
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+Image.MAX_IMAGE_PIXELS = None  # faceledger checks its own max_pixels setting before decoding
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half a face
 
 

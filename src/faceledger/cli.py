@@ -1,0 +1,185 @@
+"""The ``faceledger`` command line: a thin layer over the engine, matching and evaluation."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from faceledger.config import Settings, get_settings
+from faceledger.errors import FaceledgerError
+
+app = typer.Typer(help="faceledger: accountable face recognition.", no_args_is_help=True, pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Measure accuracy on benchmarks; build calibrations.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+console = Console(stderr=True)
+
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="fast or accurate (default: setting).")]
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Data folder (default: FACELEDGER_DATA_DIR).")]
+
+
+def _settings(**overrides) -> Settings:
+    base = get_settings()
+    return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(exc: FaceledgerError) -> None:
+    print(json.dumps({"error": exc.to_dict()}, indent=1), file=sys.stdout)
+    console.print(f"[red]error[/red] {exc.code}: {exc.message}")
+    raise typer.Exit(2)
+
+
+def _engine(profile: str | None):
+    from faceledger.pipeline.engine import FaceEngine
+
+    return FaceEngine(_settings(), profile)
+
+
+@app.command()
+def detect(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    profile: ProfileOpt = None,
+    annotate: Annotated[Optional[Path], typer.Option(help="Write annotated copies into this folder.")] = None,
+    templates: Annotated[bool, typer.Option(help="Include face templates in the output.")] = False,
+) -> None:
+    """Detect faces: boxes, landmarks, confidence and quality (JSON on stdout)."""
+    engine = _engine(profile)
+    results, failed = [], 0
+    for path in images:
+        try:
+            analysis = engine.analyze(path, embed=templates)
+            results.append({"image": str(path), **analysis.to_dict(include_templates=templates)})
+            if annotate:
+                from faceledger.pipeline.draw import annotate_file
+
+                annotate_file(engine.decode(path), analysis, annotate / f"{path.stem}.faces.jpg")
+        except FaceledgerError as exc:
+            failed += 1
+            results.append({"image": str(path), "error": exc.to_dict()})
+    print(json.dumps(results if len(results) > 1 else results[0], indent=1))
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def compare(
+    image_a: Path, image_b: Path, profile: ProfileOpt = None,
+    fmr: Annotated[float, typer.Option(help="Decide 'match' at this target false-match rate.")] = 1e-4,
+    face_a: Annotated[Optional[int], typer.Option(help="Which face of A when it has several (0 = largest).")] = None,
+    face_b: Annotated[Optional[int], typer.Option(help="Which face of B when it has several.")] = None,
+) -> None:
+    """Compare the faces of two images (1:1): similarity, calibrated FMR, decision at --fmr."""
+    from faceledger.matching.calibration import load_calibration
+    from faceledger.matching.compare import Template, compare as compare_templates
+
+    engine = _engine(profile)
+    try:
+        (a, i), (b, j) = engine.single_face(image_a, face=face_a), engine.single_face(image_b, face=face_b)
+        result = compare_templates(Template(a.templates[i], a.model_id), Template(b.templates[j], b.model_id),
+                                   load_calibration(engine.model_id, engine.settings.home), fmr)
+    except FaceledgerError as exc:
+        _fail(exc)
+    print(json.dumps({"model_id": engine.model_id, **result.to_dict()}, indent=1))
+
+
+@app.command()
+def models(profile: ProfileOpt = None) -> None:
+    """Show the profile's model files, check their SHA-256 and load them."""
+    engine = _engine(profile)
+    try:
+        engine.load()
+    except FaceledgerError as exc:
+        _fail(exc)
+    from faceledger.matching.calibration import load_calibration
+
+    info = engine.describe()
+    cal = load_calibration(engine.model_id, engine.settings.home)
+    info["calibration"] = None if cal is None else {"source": cal.source, "thresholds": cal.to_dict()["thresholds"]}
+    print(json.dumps(info, indent=1, default=str))
+
+
+@eval_app.command("lfw")
+def eval_lfw(
+    profile: ProfileOpt = None, data: DataOpt = None,
+    folds: Annotated[Optional[str], typer.Option(help="Only these folds, e.g. 1,2 (default: all 10).")] = None,
+    ablation: Annotated[bool, typer.Option(help="Also measure each recognizer, flip and fusion variant.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the JSON and PNG (default: HOME/reports).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes (default: one per core).")] = None,
+) -> None:
+    """LFW 10-fold verification: accuracy, EER, TAR@FAR, ROC AUC; writes JSON and ROC/DET plot."""
+    from faceledger.evaluation.lfw import evaluate
+    from faceledger.evaluation.plots import roc_det_png
+
+    settings = _settings()
+    profile = profile or settings.profile
+    data_dir = data or settings.data_dir
+    if not (data_dir / "lfw" / "pairs.txt").is_file():
+        console.print(f"[red]LFW not found[/red]: {data_dir / 'lfw' / 'pairs.txt'} (set --data or FACELEDGER_DATA_DIR)")
+        raise typer.Exit(2)
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    result, scores, pairs = evaluate(settings, profile, data_dir=data_dir, folds=fold_list, ablation=ablation,
+                                     workers=workers)
+    out = out or settings.home / "reports"
+    stem = f"lfw-{profile}" + (f"-folds{folds.replace(',', '_')}" if folds else "")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    roc_det_png({profile: (scores[pairs.same], scores[~pairs.same])}, out / f"{stem}.png",
+                f"LFW verification, {profile} profile ({len(pairs)} pairs)")
+    _print_lfw(result)
+    console.print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
+
+
+def _print_lfw(r: dict) -> None:
+    table = Table(title=f"LFW, profile {r['profile']} ({r['pairs']} pairs, {len(r['folds'])} folds)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("accuracy (10-fold)", f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['accuracy_std']:.2f}")
+    table.add_row("EER", f"{100 * r['eer']:.2f}%")
+    for far, tar in r["tar_at_far"].items():
+        table.add_row(f"TAR @ FAR {far}", f"{100 * tar:.2f}%")
+    table.add_row("ROC AUC", f"{r['roc_auc']:.5f}")
+    for what, n in r["detection"].items():
+        table.add_row(f"images {what}", str(n))
+    Console().print(table)
+    if "ablation" in r:
+        ab = Table(title="What moves the figure (same pairs, same detections)")
+        ab.add_column("variant")
+        ab.add_column("accuracy", justify="right")
+        ab.add_column("TAR @ FAR 1e-3", justify="right")
+        for name, row in r["ablation"].items():
+            tar = row.get("tar_at_far_1e-3")
+            ab.add_row(name, f"{100 * row['accuracy_mean']:.2f}% ± {100 * row['accuracy_std']:.2f}",
+                       "" if tar is None else f"{100 * tar:.2f}%")
+        Console().print(ab)
+
+
+@eval_app.command("calibrate")
+def eval_calibrate(
+    profile: ProfileOpt = None, data: DataOpt = None,
+    install: Annotated[bool, typer.Option(help="Write into the package (for release) instead of HOME.")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Processes (default: one per core).")] = None,
+) -> None:
+    """Build the score-to-FMR calibration of a profile from LFW's impostor pairs."""
+    from faceledger.evaluation.calibrate import calibrate_lfw
+    from faceledger.matching.calibration import packaged_dir
+
+    settings = _settings()
+    profile = profile or settings.profile
+    cal = calibrate_lfw(settings, profile, data or settings.data_dir, workers=workers)
+    path = cal.save(packaged_dir() if install else settings.home / "calibrations")
+    table = Table(title=f"Calibration of {profile}: {cal.source}")
+    for col in ("target FMR", "threshold", "FNMR (LFW genuine pairs)"):
+        table.add_column(col, justify="right")
+    for f, t in cal.thresholds.items():
+        table.add_row(f"{f:g}", f"{t:.4f}", f"{100 * cal.fnmr[f]:.2f}%")
+    Console().print(table)
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark protocols, error-rate statistics and the plots that show them."""

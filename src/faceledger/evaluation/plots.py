@@ -1,0 +1,35 @@
+"""ROC and DET curves as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from faceledger.evaluation.metrics import error_curve  # noqa: E402
+
+
+def roc_det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """``curves``: label -> (genuine scores, impostor scores). Writes ROC (left) and DET (right)."""
+    fig, (roc, det) = plt.subplots(1, 2, figsize=(12, 5))
+    for label, (genuine, impostor) in curves.items():
+        c = error_curve(genuine, impostor)
+        floor = 0.5 / len(impostor)
+        roc.plot(np.maximum(c.fmr, floor), c.tmr, label=label)
+        det.plot(np.maximum(c.fmr, floor), np.maximum(c.fnmr, 0.5 / len(genuine)), label=label)
+    roc.set(xscale="log", xlabel="False match rate (FMR)", ylabel="True match rate (1 - FNMR)", title="ROC")
+    det.set(xscale="log", yscale="log", xlabel="False match rate (FMR)", ylabel="False non-match rate (FNMR)",
+            title="DET")
+    for ax in (roc, det):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Matching: similarity of templates, and thresholds set by target false-match rate."""

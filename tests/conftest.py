@@ -1,0 +1,58 @@
+"""Shared fixtures. Tests that need real faces read them from the data folder setting.
+
+Where that folder is missing they skip with the reason, except under CI (CI=true),
+where the data is always present and a missing folder fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from faceledger.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    configured = os.environ.get("FACELEDGER_DATA_DIR")
+    return Path(configured) if configured else (ROOT / ".." / "shared" / "data").resolve()
+
+
+DATA_DIR = _data_dir()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "README.md").is_file() and not (DATA_DIR / "lfw").is_dir():
+        message = f"face data folder not found at {DATA_DIR} (set FACELEDGER_DATA_DIR)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}: under CI the data must be present", pytrace=False)
+        pytest.skip(message)
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def people(data_dir: Path) -> Path:
+    return data_dir / "people"
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory) -> Settings:
+    return Settings(home=tmp_path_factory.mktemp("home"), data_dir=DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def engine(settings):
+    from faceledger.pipeline.engine import FaceEngine
+
+    return FaceEngine(settings, "fast")
+
+
+@pytest.fixture(scope="session")
+def accurate_engine(settings):
+    from faceledger.pipeline.engine import FaceEngine
+
+    return FaceEngine(settings, "accurate")
