@@ -103,6 +103,25 @@ def models(profile: ProfileOpt = None) -> None:
     print(json.dumps(info, indent=1, default=str))
 
 
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default: setting, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: setting, 8080).")] = None,
+) -> None:
+    """Start the HTTP API on the embedded defaults (OpenAPI at /openapi.json, docs at /docs)."""
+    import uvicorn
+
+    from faceledger.api.app import create_app
+
+    settings = _settings()
+    app_ = create_app(settings)
+    try:
+        app_.state.engine.load()  # a missing or corrupt model fails here, at start-up, naming the file
+    except FaceledgerError as exc:
+        _fail(exc)
+    uvicorn.run(app_, host=host or settings.host, port=port or settings.port, log_level="info")
+
+
 @eval_app.command("lfw")
 def eval_lfw(
     profile: ProfileOpt = None, data: DataOpt = None,

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     threads: int = Field(1, ge=1, description="Intra-op threads per ONNX session (1 is fastest per core here).")
     embed_batch: int = Field(2, ge=1, le=64, description="Faces per recognizer run; larger batches are slower per face on CPU.")
 
+    # service
+    host: str = Field("127.0.0.1", description="Address `faceledger serve` listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port `faceledger serve` listens on.")
+    workers: int = Field(2, ge=1, description="Inference threads of the service (one per core is right).")
+
     # input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Refuse inputs larger than this many bytes.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Refuse images with more pixels (checked before decoding).")

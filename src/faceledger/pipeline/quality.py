@@ -63,12 +63,17 @@ class Quality:
         }
 
 
+NOSE_DEPTH = 0.55  # nose tip to eye/mouth plane, in interocular distances (adult anthropometry, rough)
+
+
 def pose_from_landmarks(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rough (yaw, roll) in degrees for (N,5,2) landmarks.
 
     Roll is the angle of the eye line. Yaw comes from how far the nose tip sits from the
-    midline between the eyes and mouth corners, relative to half the eye distance, after
-    undoing the roll: 0 when frontal, towards +-90 when the nose reaches the face edge.
+    midline of the eyes and mouth corners, after undoing the roll. With the nose tip
+    standing ``NOSE_DEPTH`` interocular distances in front of that midline, a head turned
+    by yaw shifts it by ``depth * sin(yaw)`` while the eyes' distance shrinks by ``cos(yaw)``,
+    so the measured ratio is ``depth * tan(yaw)``.
     """
     eyes_vec = landmarks[:, 1] - landmarks[:, 0]
     roll = np.degrees(np.arctan2(eyes_vec[:, 1], eyes_vec[:, 0]))
@@ -76,8 +81,8 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rotate = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (N,2,2)
     pts = np.einsum("nij,nkj->nki", rotate, landmarks - landmarks[:, 2:3])  # nose at origin
     midline = (pts[:, 0, 0] + pts[:, 1, 0] + pts[:, 3, 0] + pts[:, 4, 0]) / 4
-    half_eye = np.maximum(np.abs(pts[:, 1, 0] - pts[:, 0, 0]) / 2, 1e-6)
-    yaw = np.degrees(np.arcsin(np.clip(-midline / (2 * half_eye), -1, 1)))
+    eye_distance = np.maximum(np.abs(pts[:, 1, 0] - pts[:, 0, 0]), 1e-6)
+    yaw = np.degrees(np.arctan(-midline / eye_distance / NOSE_DEPTH))
     return yaw, roll
 
 
