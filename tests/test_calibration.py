@@ -24,11 +24,12 @@ def test_threshold_matches_normal_quantiles(calibration):
 
 
 def test_score_to_fmr_round_trip(calibration):
-    for fmr in (3e-2, 1e-3, 2e-4, 1e-5):
+    for fmr in (3e-2, 1e-3, 2e-4, 5e-5):
         assert calibration.fmr(calibration.threshold(fmr))[0] == pytest.approx(fmr, rel=0.15)
-    assert calibration.fmr(10.0) == (calibration.resolution, True)  # above every impostor: a bound
+    assert calibration.resolution == pytest.approx(30 / 1_000_000)  # the rule of 30
+    assert calibration.fmr(10.0) == (calibration.resolution, True)  # beyond what was measured: a bound
     with pytest.raises(NotCalibrated):
-        calibration.threshold(1e-9)
+        calibration.threshold(1e-5)
 
 
 def test_saved_and_loaded(calibration, tmp_path):

@@ -200,5 +200,9 @@ def eval_calibrate(
     console.print(f"wrote {path}")
 
 
+from faceledger.cli_gallery import register  # noqa: E402
+
+register(app)
+
 if __name__ == "__main__":
     app()

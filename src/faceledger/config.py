@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     threads: int = Field(1, ge=1, description="Intra-op threads per ONNX session (1 is fastest per core here).")
     embed_batch: int = Field(2, ge=1, le=64, description="Faces per recognizer run; larger batches are slower per face on CPU.")
 
+    # gallery
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file HOME/faceledger.db.")
+    ivf_threshold: int = Field(200_000, ge=1, description="Collections this large use an IVF index, smaller ones exact search.")
+    ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs speed, see benchmarks).")
+
     # service
     host: str = Field("127.0.0.1", description="Address `faceledger serve` listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port `faceledger serve` listens on.")

@@ -67,3 +67,30 @@ class IncompatibleTemplates(FaceledgerError):
 
     code = "INCOMPATIBLE_TEMPLATES"
     http_status = 422
+
+
+class NotFound(FaceledgerError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class AlreadyExists(FaceledgerError):
+    code = "ALREADY_EXISTS"
+    http_status = 409
+
+
+class ConsentRequired(FaceledgerError):
+    code = "CONSENT_REQUIRED"
+    http_status = 422
+
+
+class EnrollmentRefused(FaceledgerError):
+    """No face of an image passed the quality limits; ``details`` names the reasons."""
+
+    code = "ENROLLMENT_REFUSED"
+    http_status = 422
+
+
+class InvalidArgument(FaceledgerError):
+    code = "INVALID_ARGUMENT"
+    http_status = 422

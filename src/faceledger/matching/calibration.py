@@ -2,8 +2,11 @@
 
 Built once from a large impostor distribution (LFW: every cross-identity pair among the
 images of ``pairs.txt``) and stored as JSON next to the code, keyed by the model id, so
-that callers set thresholds as "FMR 1e-4" rather than as raw scores. FMRs below one in
-the number of impostor pairs measured cannot be told apart and are reported as a bound.
+that callers set thresholds as "FMR 1e-4" rather than as raw scores.
+
+An FMR is only estimated where at least ``MIN_ERRORS`` impostor pairs lie above the
+threshold (the "rule of 30"): with ~30 million LFW impostor pairs that is 1e-6. Lower
+targets are refused, and scores above that point report the FMR as an upper bound.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from faceledger.evaluation import metrics
 
 FMR_LEVELS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 PACKAGED = "faceledger.matching.calibrations"
+MIN_ERRORS = 30
 
 
 class NotCalibrated(FaceledgerError):
@@ -47,8 +51,8 @@ class Calibration:
 
     @property
     def resolution(self) -> float:
-        """The smallest FMR this calibration can tell apart from zero."""
-        return 1.0 / self.impostor_pairs
+        """The smallest FMR this calibration estimates: MIN_ERRORS impostor pairs above the threshold."""
+        return MIN_ERRORS / self.impostor_pairs
 
     @classmethod
     def build(cls, model_id: str, impostor: np.ndarray, genuine: np.ndarray, source: str) -> Calibration:
@@ -57,7 +61,7 @@ class Calibration:
         ranks = np.unique(np.round(np.logspace(0, np.log10(n), 400)).astype(np.int64))
         scores = impostor[ranks - 1]  # rank-th highest impostor score: FMR(score) = rank / n
         fmr = ranks / n
-        levels = [f for f in FMR_LEVELS if f * n >= 1]
+        levels = [f for f in FMR_LEVELS if f * n >= MIN_ERRORS]
         thresholds = {f: metrics.threshold_at_fmr(impostor, f) for f in levels}
         return cls(model_id, source, n, len(genuine), scores[::-1].copy(), fmr[::-1].copy(), thresholds,
                    {f: metrics.fnmr_at(genuine, t) for f, t in thresholds.items()},
@@ -65,18 +69,23 @@ class Calibration:
 
     def fmr(self, score: float) -> tuple[float, bool]:
         """(FMR, is_upper_bound) for a similarity score: the share of impostors scoring at least as high."""
-        if score > self.curve_scores[-1]:
+        if score > self._score_at_resolution:
             return self.resolution, True
         if score <= self.curve_scores[0]:
             return float(self.curve_fmr[0]), False
         log_fmr = np.interp(score, self.curve_scores, np.log10(self.curve_fmr))
         return float(10**log_fmr), False
 
+    @property
+    def _score_at_resolution(self) -> float:
+        return float(np.interp(np.log10(self.resolution), np.log10(self.curve_fmr[::-1]), self.curve_scores[::-1]))
+
     def threshold(self, fmr: float) -> float:
         """The similarity threshold for a target FMR (interpolated between measured levels)."""
         if fmr < self.resolution:
             raise NotCalibrated(
-                f"FMR {fmr:g} is below what the calibration measured (1 in {self.impostor_pairs} impostor pairs)",
+                f"FMR {fmr:g} is below what the calibration can estimate ({MIN_ERRORS} false matches in "
+                f"{self.impostor_pairs:,} impostor pairs: {self.resolution:.1g})",
                 lowest_fmr=self.resolution)
         if fmr in self.thresholds:
             return self.thresholds[fmr]

@@ -1,0 +1,1 @@
+"""The identity gallery: collections, subjects and their face templates; SQL first, index derived."""

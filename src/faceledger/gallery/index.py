@@ -1,0 +1,128 @@
+"""Vector search behind a small interface; FAISS implements it here.
+
+Exact inner-product search (an ID-mapped flat index) below ``ivf_threshold`` templates,
+an inverted-file index (IVF-Flat, which supports removal) above it. The index is
+derived data: the SQL database is the source of truth, and ``reconcile`` brings an index
+loaded from disk back in step with it after any crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+
+
+class VectorIndex(Protocol):
+    """What the gallery needs from a vector store (FAISS here; Milvus or pgvector could follow)."""
+
+    dim: int
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, ids: np.ndarray) -> None: ...
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def ids(self) -> np.ndarray: ...
+
+    def __len__(self) -> int: ...
+
+
+class FaissIndex:
+    """An inner-product FAISS index with int64 ids, safe to search from many threads."""
+
+    def __init__(self, index: faiss.Index, kind: str, nprobe: int = 32) -> None:
+        self.index = index
+        self.kind = kind
+        self.dim = index.d
+        self.nprobe = nprobe
+        self._lock = threading.RLock()
+        if kind == "ivf":
+            faiss.extract_index_ivf(index).nprobe = nprobe
+
+    @classmethod
+    def flat(cls, dim: int) -> FaissIndex:
+        return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), "flat")
+
+    @classmethod
+    def ivf(cls, vectors: np.ndarray, nlist: int | None = None, nprobe: int = 32) -> FaissIndex:
+        """An IVF-Flat index trained on ``vectors`` (a sample of the templates it will hold)."""
+        n, dim = vectors.shape
+        nlist = nlist or max(16, int(4 * np.sqrt(n)))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors[np.random.default_rng(0).permutation(n)[: nlist * 64]]
+        index.train(np.ascontiguousarray(sample, np.float32))
+        return cls(index, "ivf", nprobe)
+
+    @classmethod
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, dim: int, *, ivf_threshold: int, nprobe: int) -> FaissIndex:
+        index = cls.ivf(vectors, nprobe=nprobe) if len(ids) >= ivf_threshold else cls.flat(dim)
+        index.add(ids, vectors)
+        return index
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            with self._lock:
+                self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            with self._lock:
+                self.index.remove_ids(np.asarray(ids, np.int64))
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, min(k, len(self)))
+        with self._lock:
+            return self.index.search(np.ascontiguousarray(vectors, np.float32), k)
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            if self.kind == "flat":
+                return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+            invlists = faiss.extract_index_ivf(self.index).invlists
+            parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                     for i in range(invlists.nlist) if invlists.list_size(i)]
+            return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def save(self, path: Path, meta: dict) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half of one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with self._lock:
+            faiss.write_index(self.index, str(tmp))
+            meta = {**meta, "kind": self.kind, "count": len(self), "dim": self.dim}
+        os.replace(tmp, path)
+        path.with_suffix(".json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: Path, nprobe: int) -> tuple[FaissIndex, dict] | None:
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            return cls(faiss.read_index(str(path)), meta["kind"], nprobe), meta
+        except (RuntimeError, ValueError, KeyError):
+            return None  # unreadable: the caller rebuilds from the database
+
+
+def reconcile(index: FaissIndex, truth_ids: np.ndarray, fetch) -> tuple[int, int]:
+    """Make ``index`` hold exactly ``truth_ids``; ``fetch(ids)`` returns their vectors. Returns (added, removed)."""
+    have = index.ids()
+    extra = np.setdiff1d(have, truth_ids, assume_unique=False)
+    missing = np.setdiff1d(truth_ids, have, assume_unique=False)
+    index.remove(extra)
+    for start in range(0, len(missing), 50_000):
+        chunk = missing[start : start + 50_000]
+        index.add(chunk, fetch(chunk))
+    return len(missing), len(extra)

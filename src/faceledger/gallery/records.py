@@ -1,0 +1,127 @@
+"""Plain values the gallery returns to the CLI and the API (no ORM objects leak out)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite returns naive datetimes; faceledger stores UTC
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The record that makes an enrolment lawful: its basis (e.g. explicit-consent), reference, validity."""
+
+    basis: str
+    reference: str | None = None
+    given_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+
+    def to_dict(self) -> dict:
+        return {"basis": self.basis, "reference": self.reference, "given_at": iso(self.given_at),
+                "expires_at": iso(self.expires_at)}
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    tenant: str
+    model_id: str
+    target_fmr: float
+    require_consent: bool
+    store_crops: bool
+    retention_days: int | None
+    created_at: str | None
+    subjects: int = 0
+    faces: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FaceInfo:
+    face_id: int
+    image_sha256: str
+    box: list[float]
+    quality: dict
+    enrolled_at: str | None
+    created: bool = True  # False when the same image was already enrolled for the subject
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SubjectInfo:
+    subject_id: str
+    display_name: str | None
+    metadata: dict
+    consent: dict | None
+    created_at: str | None
+    faces: list[FaceInfo] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["faces"] = [f.to_dict() for f in self.faces]
+        return d
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subject_id: str
+    display_name: str | None
+    similarity: float
+    fmr: float
+    fmr_is_upper_bound: bool
+    match: bool
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "similarity": round(self.similarity, 6)}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One face of a probe image and what the gallery says of it."""
+
+    box: list[float]
+    quality: dict
+    decision: str  # "match" or "unknown"
+    subject_id: str | None  # the matched subject when decision == "match"
+    candidates: list[Candidate]
+
+    def to_dict(self) -> dict:
+        return {"box": self.box, "quality": self.quality, "decision": self.decision, "subject_id": self.subject_id,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    collection: str
+    model_id: str
+    target_fmr: float
+    threshold: float
+    faces: list[ProbeResult]
+
+    def to_dict(self) -> dict:
+        return {"collection": self.collection, "model_id": self.model_id, "target_fmr": self.target_fmr,
+                "threshold": round(self.threshold, 6), "faces": [f.to_dict() for f in self.faces]}
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """What an erasure removed, and when: templates from the database and the search index."""
+
+    collection: str
+    subject_ids: list[str]
+    face_ids: list[int]
+    erased_at: str
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "faces_deleted": len(self.face_ids)}

@@ -1,0 +1,72 @@
+"""The SQL schema (SQLAlchemy 2). Alembic migrations in ``migrations/`` create and evolve it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), default="default")
+    name: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[str] = mapped_column(String(512))
+    target_fmr: Mapped[float] = mapped_column(Float, default=1e-4)
+    require_consent: Mapped[bool] = mapped_column(default=True)
+    store_crops: Mapped[bool] = mapped_column(default=False)
+    retention_days: Mapped[int | None] = mapped_column(default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    subjects: Mapped[list[Subject]] = relationship(back_populates="collection", cascade="all, delete-orphan",
+                                                   passive_deletes=True)
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    __table_args__ = (UniqueConstraint("collection_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    external_id: Mapped[str] = mapped_column(String(256))
+    display_name: Mapped[str | None] = mapped_column(String(256), default=None)
+    meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    consent_basis: Mapped[str | None] = mapped_column(String(64), default=None)
+    consent_reference: Mapped[str | None] = mapped_column(String(256), default=None)
+    consent_given_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    consent_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    collection: Mapped[Collection] = relationship(back_populates="subjects")
+    faces: Mapped[list[Face]] = relationship(back_populates="subject", cascade="all, delete-orphan",
+                                             passive_deletes=True)
+
+
+class Face(Base):
+    __tablename__ = "faces"
+    __table_args__ = (UniqueConstraint("subject_id", "image_sha256"), Index("ix_faces_collection", "collection_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # also the vector id in the search index
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    template: Mapped[bytes] = mapped_column(LargeBinary)
+    model_id: Mapped[str] = mapped_column(String(512))
+    quality: Mapped[dict] = mapped_column(JSON)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    box: Mapped[list] = mapped_column(JSON)
+    crop: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    enrolled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    subject: Mapped[Subject] = relationship(back_populates="faces")

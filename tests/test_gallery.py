@@ -1,0 +1,209 @@
+"""The gallery on real faces: enrol, identify open-set, verify, erase, isolation, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceledger.errors import (AlreadyExists, ConsentRequired, InvalidArgument, ManyFaces, NoFace, NotFound)
+from faceledger.gallery.records import Consent
+from faceledger.gallery.service import Gallery
+
+CONSENT = Consent("explicit-consent", "form-2026-001")
+CAST = ("amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon")
+
+
+@pytest.fixture()
+def gallery(settings, engine, tmp_path):
+    g = Gallery(settings.model_copy(update={"home": tmp_path}), engine)
+    yield g
+    g.close()
+
+
+@pytest.fixture()
+def cast(gallery, people):
+    """The bbt cast enrolled from their first two photos; photos 3-5 are left for probes."""
+    gallery.create_collection("bbt")
+    for name in CAST:
+        gallery.enroll("bbt", name, [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)],
+                       display_name=name.title(), consent=CONSENT)
+    return gallery
+
+
+def counts(g: Gallery, collection: str) -> tuple[int, int]:
+    c = g.get_collection(collection)
+    return c.subjects, c.faces
+
+
+def test_identify_enrolled_people_and_unknown_stranger(cast, people):
+    hits = 0
+    for name in CAST:
+        for i in (3, 4, 5):
+            result = cast.identify("bbt", people / "bbt" / name / f"{name}{i}.png", top_k=3)
+            assert len(result.faces) == 1
+            face = result.faces[0]
+            hits += face.subject_id == name
+            assert face.decision in ("match", "unknown") and len(face.candidates) == 3
+            if face.decision == "match":
+                assert face.subject_id == name  # never the wrong person at FMR 1e-4
+    assert hits >= 18  # of 21 probes
+    for i in (1, 2, 3):  # stuart was never enrolled
+        stranger = cast.identify("bbt", people / "bbt" / "stuart" / f"stuart{i}.png").faces[0]
+        assert stranger.decision == "unknown" and stranger.subject_id is None
+        assert all(not c.match for c in stranger.candidates)
+
+
+def test_candidates_carry_calibrated_fmr(cast, people):
+    face = cast.identify("bbt", people / "bbt" / "penny" / "penny3.png").faces[0]
+    top, rest = face.candidates[0], face.candidates[1:]
+    assert top.subject_id == "penny" and top.fmr < 1e-4 <= min(c.fmr for c in rest)
+    assert [c.similarity for c in face.candidates] == sorted((c.similarity for c in face.candidates), reverse=True)
+
+
+def test_group_photo_identifies_each_face(cast, people):
+    result = cast.identify("bbt", people / "bbt" / "bbt1.jpg")
+    assert len(result.faces) >= 3
+    matched = [f.subject_id for f in result.faces if f.decision == "match"]
+    assert len(matched) == len(set(matched)) >= 1  # nobody is matched twice
+
+
+def test_verify_claims(cast, people):
+    assert cast.verify("bbt", "sheldon", people / "bbt" / "sheldon" / "sheldon4.png").match is True
+    assert cast.verify("bbt", "raj", people / "bbt" / "sheldon" / "sheldon4.png").match is False
+    with pytest.raises(NotFound):
+        cast.verify("bbt", "nobody", people / "bbt" / "sheldon" / "sheldon4.png")
+
+
+def test_same_image_twice_is_idempotent(cast, people):
+    before = counts(cast, "bbt")
+    again = cast.enroll("bbt", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    assert again.faces[0].created is False
+    assert counts(cast, "bbt") == before
+
+
+def test_consent_is_required_and_checked(gallery, people):
+    gallery.create_collection("door")
+    photo = people / "face_recognition_examples" / "obama.jpg"
+    with pytest.raises(ConsentRequired):
+        gallery.enroll("door", "obama", [photo])
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    with pytest.raises(ConsentRequired):
+        gallery.enroll("door", "obama", [photo], consent=Consent("explicit-consent", expires_at=past))
+    assert counts(gallery, "door") == (0, 0)
+    info = gallery.enroll("door", "obama", [photo], consent=CONSENT)
+    assert info.consent["basis"] == "explicit-consent" and info.consent["reference"] == "form-2026-001"
+    gallery.create_collection("open", require_consent=False)
+    assert gallery.enroll("open", "obama", [photo]).faces[0].created
+
+
+def test_refusals_change_nothing(cast, people, tmp_path):
+    before = counts(cast, "bbt")
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(blank)
+    with pytest.raises(NoFace):
+        cast.enroll("bbt", "newcomer", [blank], consent=CONSENT)
+    with pytest.raises(ManyFaces):
+        cast.enroll("bbt", "newcomer", [people / "face_recognition_examples" / "two_people.jpg"], consent=CONSENT)
+    with pytest.raises(NoFace):  # all or nothing: one good image and one bad one enrol neither
+        cast.enroll("bbt", "newcomer", [people / "bbt" / "stuart" / "stuart1.png", blank], consent=CONSENT)
+    with pytest.raises(NotFound):
+        cast.enroll("nope", "x", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
+    with pytest.raises(InvalidArgument):
+        cast.enroll("bbt", " padded ", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
+    with pytest.raises(AlreadyExists):
+        cast.create_subject("bbt", "amy", consent=CONSENT)
+    with pytest.raises(AlreadyExists):
+        cast.create_collection("bbt")
+    with pytest.raises(NotFound):
+        cast.delete_subject("bbt", "nobody")
+    assert counts(cast, "bbt") == before
+    picked = cast.enroll("bbt", "obama", [people / "face_recognition_examples" / "two_people.jpg"], face=1,
+                         consent=CONSENT)
+    assert len(picked.faces) == 1
+
+
+def test_empty_collection_and_faceless_probe(gallery, people, tmp_path):
+    gallery.create_collection("empty")
+    result = gallery.identify("empty", people / "bbt" / "amy" / "amy3.png")
+    assert result.faces[0].decision == "unknown" and result.faces[0].candidates == []
+    Image.new("RGB", (300, 300), (40, 40, 40)).save(tmp_path / "dark.png")
+    assert gallery.identify("empty", tmp_path / "dark.png").faces == []
+    with pytest.raises(NotFound):
+        gallery.identify("missing", people / "bbt" / "amy" / "amy3.png")
+
+
+def test_collections_never_see_each_other(cast, people):
+    cast.create_collection("other")
+    cast.enroll("other", "stuart", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
+    other = cast.identify("other", people / "bbt" / "amy" / "amy3.png").faces[0]
+    assert [c.subject_id for c in other.candidates] == ["stuart"]
+    receipt = cast.delete_collection("other")
+    assert receipt.subject_ids == ["stuart"] and len(receipt.face_ids) == 1
+    with pytest.raises(NotFound):
+        cast.identify("other", people / "bbt" / "amy" / "amy3.png")
+    assert counts(cast, "bbt")[0] == len(CAST)
+
+
+def _stored_bytes(home: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file() and "cache" not in p.parts)
+
+
+def test_erasure_leaves_no_template_anywhere(cast, people, settings, engine):
+    probe = people / "bbt" / "leonard" / "leonard3.png"
+    assert cast.identify("bbt", probe).faces[0].subject_id == "leonard"
+    with cast.session() as s:
+        from sqlalchemy import select
+
+        from faceledger.gallery.schema import Face, Subject
+
+        templates = s.scalars(select(Face.template).join(Subject).where(Subject.external_id == "leonard")).all()
+    cast.close()  # persist the index, so the erasure must also clean a file on disk
+    home = cast.settings.home
+    assert all(t in _stored_bytes(home) for t in templates)
+
+    g = Gallery(cast.settings, engine)
+    receipt = g.delete_subject("bbt", "leonard")
+    assert len(receipt.face_ids) == 2 and receipt.erased_at
+    after = g.identify("bbt", probe).faces[0]
+    assert "leonard" not in [c.subject_id for c in after.candidates] and after.decision == "unknown"
+    assert not g.index_contains("bbt", receipt.face_ids)
+    with pytest.raises(NotFound):
+        g.get_subject("bbt", "leonard")
+    g.close()
+    stored = _stored_bytes(home)  # database, WAL and index files
+    for t in templates:
+        assert t not in stored and t[:64] not in stored
+    reopened = Gallery(cast.settings, engine)
+    assert "leonard" not in [c.subject_id for c in reopened.identify("bbt", probe).faces[0].candidates]
+    reopened.close()
+
+
+def test_index_is_reconciled_with_the_database(cast, people, engine):
+    cast.close()
+    g = Gallery(cast.settings, engine)
+    report = g.startup()
+    assert report["bbt"]["source"] == "loaded" and report["bbt"]["count"] == 2 * len(CAST)
+    with g.db.begin() as conn:  # the database changes behind the index's back (as after a crash)
+        from sqlalchemy import text
+
+        conn.execute(text("DELETE FROM faces WHERE id = (SELECT MIN(id) FROM faces)"))
+    g2 = Gallery(cast.settings, engine)
+    fixed = g2.startup()["bbt"]
+    assert fixed["removed"] == 1 and fixed["count"] == 2 * len(CAST) - 1
+    assert g2.rebuild_index("bbt")["count"] == 2 * len(CAST) - 1
+    g.close()
+    g2.close()
+
+
+def test_subject_listing_and_details(cast):
+    listed = cast.list_subjects("bbt")
+    assert [s.subject_id for s in listed] == sorted(CAST)
+    amy = cast.get_subject("bbt", "amy")
+    assert amy.display_name == "Amy" and len(amy.faces) == 2
+    assert all(len(f.image_sha256) == 64 and f.quality["passed"] for f in amy.faces)
+    assert "template" not in str(amy.to_dict())
+    np.testing.assert_equal(cast.list_subjects("bbt", limit=2, offset=1)[0].subject_id, sorted(CAST)[1])
