@@ -47,3 +47,17 @@ def test_eval_lfw_two_folds_fast(data_dir, tmp_path):
     assert again.returncode == 0
     cached = json.loads((tmp_path / "reports" / "lfw-fast-folds1_2.json").read_text())
     assert cached["accuracy_mean"] == result["accuracy_mean"] and cached["embedding_seconds"] < 5
+
+
+def test_eval_lfw_identify_fast(data_dir, tmp_path):
+    """Open-set 1:N over all of LFW through the real gallery (embeds 13,233 images on a fresh machine)."""
+    env = {**os.environ, "FACELEDGER_HOME": str(tmp_path), "FACELEDGER_DATA_DIR": str(data_dir)}
+    out = subprocess.run([sys.executable, "-m", "faceledger.cli", "eval", "lfw-identify", "--profile", "fast"],
+                         capture_output=True, text=True, env=env, timeout=2400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads((tmp_path / "reports" / "lfw-identify-fast.json").read_text())
+    assert r["gallery_subjects"] == 1680 and r["mated_probes"] == 7484 and r["nonmated_probes"] == 4069
+    assert r["rank1"] >= 0.97
+    assert r["fnir_at_fpir"]["0.01"]["fnir"] < 0.10
+    assert r["fnir_at_fpir"]["0.01"]["nonmated_probes_above"] <= 40  # 1% of 4,069
+    assert (tmp_path / "reports" / "lfw-identify-fast.png").stat().st_size > 10_000

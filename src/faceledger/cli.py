@@ -177,6 +177,37 @@ def _print_lfw(r: dict) -> None:
         Console().print(ab)
 
 
+@eval_app.command("lfw-identify")
+def eval_lfw_identify(
+    profile: ProfileOpt = None, data: DataOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the JSON and PNG (default: HOME/reports).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes (default: one per core).")] = None,
+) -> None:
+    """Open-set 1:N on LFW through the gallery: rank-1, FNIR at FPIR 1% and 0.1%; writes JSON and a plot."""
+    from faceledger.evaluation.identify import evaluate_identification
+    from faceledger.evaluation.plots import fnir_fpir_png
+
+    settings = _settings()
+    profile = profile or settings.profile
+    result, (fpir, fnir) = evaluate_identification(settings, profile, data or settings.data_dir, workers)
+    out = out or settings.home / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"lfw-identify-{profile}.json").write_text(json.dumps(result, indent=1) + "\n")
+    fnir_fpir_png({profile: (fpir, fnir)}, out / f"lfw-identify-{profile}.png",
+                  f"LFW open-set identification, {profile} ({result['gallery_subjects']} enrolled)")
+    table = Table(title=f"LFW open-set identification, profile {profile}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("enrolled subjects", str(result["gallery_subjects"]))
+    table.add_row("mated / non-mated probes", f"{result['mated_probes']} / {result['nonmated_probes']}")
+    table.add_row("rank-1 identification rate", f"{100 * result['rank1']:.2f}%")
+    for f, r in result["fnir_at_fpir"].items():
+        table.add_row(f"FNIR @ FPIR {f}", f"{100 * r['fnir']:.2f}% (threshold {r['threshold']:.3f})")
+    table.add_row("search time per probe", f"{result['search_ms_per_probe']:.2f} ms")
+    Console().print(table)
+    console.print(f"wrote {out / f'lfw-identify-{profile}.json'} and .png")
+
+
 @eval_app.command("calibrate")
 def eval_calibrate(
     profile: ProfileOpt = None, data: DataOpt = None,

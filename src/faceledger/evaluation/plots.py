@@ -33,3 +33,22 @@ def roc_det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, ti
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def fnir_fpir_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """Open-set identification error trade-off: FNIR against FPIR (log-log)."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for label, (fpir, fnir) in curves.items():
+        keep = fpir > 0  # FPIR 0 has no place on a log axis
+        ax.plot(fpir[keep], np.maximum(fnir[keep], 1e-4), label=label)
+    for f in (1e-2, 1e-3):
+        ax.axvline(f, color="grey", linestyle=":", linewidth=1)
+    ax.set(xscale="log", yscale="log", xlabel="False positive identification rate (FPIR)",
+           ylabel="False negative identification rate (FNIR)", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

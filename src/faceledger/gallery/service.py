@@ -283,6 +283,56 @@ class Gallery:
         return SubjectInfo(info.subject_id, info.display_name, info.metadata, info.consent, info.created_at,
                            face_infos)
 
+    def enroll_templates(self, collection: str, subject_ids: Sequence[str], templates: np.ndarray,
+                         image_hashes: Sequence[str], *, tenant: str = "default", chunk: int = 20_000) -> int:
+        """Bulk-load templates made elsewhere by this engine's model (evaluation, benchmarks, migration).
+
+        One face per row; subjects are created as needed with the collection's consent rule
+        waived, so this path is for data that needs no consent record (public benchmarks) and
+        is not exposed by the API. Each chunk is one transaction. Returns the faces added.
+        """
+        if templates.shape[1] != self._dim():
+            raise InvalidArgument(f"templates have {templates.shape[1]} dimensions, the model makes {self._dim()}")
+        with self.session() as s:
+            c = self._collection(s, collection, tenant)
+            self._check_model(c)
+            cid = c.id
+        index = self._index(cid)
+        added = 0
+        now = utcnow()
+        for start in range(0, len(subject_ids), chunk):
+            ids = list(subject_ids[start : start + chunk])
+            vecs = np.asarray(templates[start : start + chunk], np.float32)
+            with self.session() as s:
+                known = dict(s.execute(select(Subject.external_id, Subject.id).where(
+                    Subject.collection_id == cid, Subject.external_id.in_(set(ids)))).all())
+                new = sorted(set(ids) - set(known))
+                if new:
+                    s.execute(Subject.__table__.insert(), [
+                        {"collection_id": cid, "external_id": e, "metadata": {}, "created_at": now} for e in new])
+                    known.update(s.execute(select(Subject.external_id, Subject.id).where(
+                        Subject.collection_id == cid, Subject.external_id.in_(new))).all())
+                first = (s.scalar(select(func.max(Face.id))) or 0) + 1
+                rows = [{"id": first + i, "subject_id": known[e], "collection_id": cid, "template": _pack(v),
+                         "model_id": self.engine.model_id, "quality": {}, "image_sha256": h, "box": [],
+                         "enrolled_at": now}
+                        for i, (e, v, h) in enumerate(zip(ids, vecs, image_hashes[start : start + chunk]))]
+                s.execute(Face.__table__.insert(), rows)
+                s.commit()
+            index.add(np.array([r["id"] for r in rows], np.int64), vecs)
+            self._dirty.add(cid)
+            added += len(rows)
+        self._maybe_upgrade(cid)
+        return added
+
+    def _maybe_upgrade(self, cid: int) -> None:
+        """An exact index that has grown past ``ivf_threshold`` is rebuilt as IVF."""
+        with self._lock:
+            index = self._indexes.get(cid)
+            if index is not None and index.kind == "flat" and len(index) >= self.settings.ivf_threshold:
+                self._indexes[cid] = self._build(cid)
+                self._dirty.add(cid)
+
     # ------------------------------------------------------------------ search
     def identify(self, collection: str, image: ImageInput, *, tenant: str = "default", top_k: int = 5,
                  target_fmr: float | None = None, max_faces: int | None = None) -> IdentifyResult:
@@ -402,6 +452,7 @@ class Gallery:
             self._indexes[cid] = index
             if added or removed:
                 self._dirty.add(cid)
+            self._maybe_upgrade(cid)
             return {"source": "loaded", "count": len(index), "added": added, "removed": removed}
 
     def _build(self, cid: int) -> FaissIndex:

@@ -1,0 +1,78 @@
+"""Kill -9 in the middle of a bulk enrolment: nothing acknowledged is lost, nothing is half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import text
+
+from faceledger.gallery.service import Gallery
+
+
+def people_dir(lfw: Path, dest: Path, n_people: int, per_person: int) -> Path:
+    """A folder per LFW person (links to their photos), for people with enough photos."""
+    dest.mkdir()
+    chosen = [p for p in sorted(lfw.iterdir()) if p.is_dir() and len(list(p.glob("*.jpg"))) >= per_person]
+    for person in chosen[:n_people]:
+        (dest / person.name).mkdir()
+        for photo in sorted(person.glob("*.jpg"))[:per_person]:
+            (dest / person.name / photo.name).symlink_to(photo)
+    return dest
+
+
+def cli(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "faceledger.cli", *args]
+
+
+def test_sigkill_during_enroll_dir(data_dir, tmp_path, settings, engine):
+    home = tmp_path / "home"
+    env = {**os.environ, "FACELEDGER_HOME": str(home)}
+    first = people_dir(data_dir / "lfw", tmp_path / "first", 4, 2)
+    folder = people_dir(data_dir / "lfw", tmp_path / "all", 60, 3)
+    subprocess.run(cli(home, "collections", "create", "bulk"), env=env, check=True, capture_output=True)
+    # a first run that completes, so a persisted index exists and goes stale with the next run
+    done = subprocess.run(cli(home, "enroll-dir", "bulk", str(first), "--consent", "explicit-consent"), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (home / "index").is_dir()
+
+    proc = subprocess.Popen(cli(home, "enroll-dir", "bulk", str(folder), "--consent", "explicit-consent"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    acknowledged = []
+    for line in proc.stdout:
+        record = json.loads(line)
+        if record.get("created"):
+            acknowledged.append(record)
+        if len(acknowledged) >= 25:
+            proc.send_signal(signal.SIGKILL)  # mid-run: more enrolments were on their way
+            break
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL and len(acknowledged) >= 25
+
+    g = Gallery(settings.model_copy(update={"home": home}), engine)
+    report = g.startup()["bulk"]
+    assert report["source"] == "loaded" and report["added"] >= 25  # the stale index was brought in step
+    with g.db.connect() as conn:
+        rows = dict(conn.execute(text(
+            "SELECT f.id, s.external_id FROM faces f JOIN subjects s ON s.id = f.subject_id")).fetchall())
+        faceless = conn.execute(text(
+            "SELECT COUNT(*) FROM subjects s WHERE NOT EXISTS (SELECT 1 FROM faces f WHERE f.subject_id = s.id)"
+        )).scalar()
+    for record in acknowledged:  # every acknowledged enrolment is there, for the right subject
+        assert rows.get(record["face_id"]) == record["subject_id"]
+    assert faceless == 0  # no half-written subject
+    assert np.array_equal(np.sort(g._index(1).ids()), np.sort(np.array(list(rows), np.int64)))
+    g.close()
+
+    resumed = subprocess.run(cli(home, "enroll-dir", "bulk", str(folder), "--consent", "explicit-consent"), env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["already_enrolled"] >= len(acknowledged)
+    assert summary["enrolled"] + summary["already_enrolled"] + summary["refused"] == 180
