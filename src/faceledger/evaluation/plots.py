@@ -18,9 +18,9 @@ def roc_det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, ti
     fig, (roc, det) = plt.subplots(1, 2, figsize=(12, 5))
     for label, (genuine, impostor) in curves.items():
         c = error_curve(genuine, impostor)
-        floor = 0.5 / len(impostor)
-        roc.plot(np.maximum(c.fmr, floor), c.tmr, label=label)
-        det.plot(np.maximum(c.fmr, floor), np.maximum(c.fnmr, 0.5 / len(genuine)), label=label)
+        keep = c.fmr > 0  # FMR 0 has no place on a log axis
+        roc.plot(c.fmr[keep], c.tmr[keep], label=label)
+        det.plot(c.fmr[keep], np.maximum(c.fnmr[keep], 0.5 / len(genuine)), label=label)
     roc.set(xscale="log", xlabel="False match rate (FMR)", ylabel="True match rate (1 - FNMR)", title="ROC")
     det.set(xscale="log", yscale="log", xlabel="False match rate (FMR)", ylabel="False non-match rate (FNMR)",
             title="DET")
