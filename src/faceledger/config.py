@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # gallery
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file HOME/faceledger.db.")
     ivf_threshold: int = Field(200_000, ge=1, description="Collections this large use an IVF index, smaller ones exact search.")
-    ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs speed, see benchmarks).")
+    ivf_probe_fraction: float = Field(0.125, gt=0, le=1, description="Share of IVF lists searched per query (recall vs speed, see benchmarks).")
 
     # service
     host: str = Field("127.0.0.1", description="Address `faceledger serve` listens on.")

@@ -441,7 +441,7 @@ class Gallery:
     def _load_index(self, cid: int) -> dict:
         """Load the persisted index (or build one) and reconcile it with the database."""
         with self._lock:
-            loaded = FaissIndex.load(self._index_path(cid), self.settings.ivf_nprobe)
+            loaded = FaissIndex.load(self._index_path(cid), self.settings.ivf_probe_fraction)
             if loaded is None or loaded[0].dim != self._dim():
                 self._indexes[cid] = self._build(cid)
                 self._dirty.add(cid)
@@ -458,7 +458,7 @@ class Gallery:
     def _build(self, cid: int) -> FaissIndex:
         ids, vectors = self._all_vectors(cid)
         return FaissIndex.build(ids, vectors, self._dim(), ivf_threshold=self.settings.ivf_threshold,
-                                nprobe=self.settings.ivf_nprobe)
+                                probe_fraction=self.settings.ivf_probe_fraction)
 
     def _dim(self) -> int:
         return sum(self.engine.recognizer(c.recognizer).dim for c in self.engine.profile.components)
