@@ -1,15 +1,23 @@
-"""The HTTP service started for real (uvicorn on a free loopback port) and driven over HTTP."""
+"""The HTTP service started for real (uvicorn on a free loopback port) and driven over HTTP
+with real faces: keys, tenants, scopes, enrolment, identification, erasure, limits."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+
+from faceledger.client import ApiError, Client
+
+CAST = ("amy", "howard", "leonard", "penny", "sheldon")
 
 
 def free_port() -> int:
@@ -18,15 +26,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cli(env: dict, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "faceledger.cli", *args], env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def service(tmp_path_factory):
+    home = tmp_path_factory.mktemp("srv")
     port = free_port()
-    env = {**os.environ, "FACELEDGER_HOME": str(tmp_path_factory.mktemp("srv")), "FACELEDGER_PORT": str(port),
-           "FACELEDGER_MAX_IMAGE_BYTES": str(3_000_000)}
+    env = {**os.environ, "FACELEDGER_HOME": str(home), "FACELEDGER_PORT": str(port),
+           "FACELEDGER_MAX_IMAGE_BYTES": str(3_000_000), "FACELEDGER_IDENTIFY_PER_MINUTE": "100"}
+    keys = {
+        "admin": cli(env, "keys", "create", "--tenant", "acme", "--scopes", "admin", "--purpose", "tests: admin"),
+        "app": cli(env, "keys", "create", "--tenant", "acme", "--scopes", "detect,verify,identify,enroll",
+                   "--purpose", "building access control"),
+        "detect_only": cli(env, "keys", "create", "--tenant", "acme", "--scopes", "detect", "--purpose", "kiosk"),
+        "other": cli(env, "keys", "create", "--tenant", "globex", "--scopes", "admin", "--purpose", "other tenant"),
+        "revoked": cli(env, "keys", "create", "--tenant", "acme", "--scopes", "admin", "--purpose", "old"),
+        "burst": cli(env, "keys", "create", "--tenant", "acme", "--scopes", "identify", "--purpose", "rate test"),
+    }
+    cli(env, "keys", "revoke", keys["revoked"]["key_id"])
+    listed = cli(env, "keys", "list")
+    assert all("api_key" not in k and "secret" not in json.dumps(k) for k in listed)
     proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    deadline = time.time() + 90
     while time.time() < deadline:
         try:
             if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
@@ -37,54 +64,169 @@ def server(tmp_path_factory):
             pytest.fail(f"server exited: {proc.stdout.read()}")
     else:
         proc.kill()
-        pytest.fail("server did not start within 60 s")
-    yield httpx.Client(base_url=url, timeout=60)
+        pytest.fail("server did not start within 90 s")
+    clients = {name: Client(url, k["api_key"]) for name, k in keys.items()}
+    clients["anonymous"] = Client(url)
+    clients["url"] = url
+    yield clients
     proc.terminate()
-    proc.wait(10)
+    proc.wait(20)
 
 
-def test_health_ready_and_openapi(server):
-    assert server.get("/v1/health").json()["status"] == "ok"
-    ready = server.get("/v1/ready").json()
+@pytest.fixture(scope="module")
+def cast(service, people):
+    admin, app = service["admin"], service["app"]
+    admin.create_collection("staff", target_fmr=1e-4)
+    for name in CAST:
+        photos = [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)]
+        info = app.enroll("staff", name, photos, display_name=name.title(), consent_basis="explicit-consent",
+                          consent_reference=f"form-{name}")
+        assert len(info["faces"]) == 2 and all(f["created"] for f in info["faces"])
+    return service
+
+
+def test_health_ready_openapi_docs_metrics(service):
+    http = service["anonymous"].http
+    assert http.get("/v1/health").json()["status"] == "ok"
+    ready = http.get("/v1/ready").json()
     assert ready["status"] == "ready" and ready["model_id"].startswith("face_recognition_sface")
-    spec = server.get("/openapi.json").json()
-    assert {"/v1/detect", "/v1/compare", "/v1/health"} <= set(spec["paths"])
-    assert server.get("/docs").status_code == 200
+    spec = http.get("/openapi.json").json()
+    assert "/v1/collections/{collection}/identify" in spec["paths"]
+    body = spec["paths"]["/v1/detect"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(body)
+    assert http.get("/docs").status_code == 200
+    assert "faceledger_requests_total" in http.get("/metrics").text
 
 
-def test_detect_two_people(server, people):
-    with open(people / "face_recognition_examples" / "two_people.jpg", "rb") as fh:
-        r = server.post("/v1/detect", files={"image": fh})
-    assert r.status_code == 200
-    faces = r.json()["faces"]
-    assert len(faces) == 2 and all(f["quality"]["passed"] for f in faces)
+def test_enrol_identify_unknown_erase(cast, people):
+    app = cast["app"]
+    for name in CAST:
+        face = app.identify("staff", people / "bbt" / name / f"{name}4.png")["faces"][0]
+        assert face["decision"] == "match" and face["subject_id"] == name, face
+        assert face["candidates"][0]["fmr"] < 1e-4
+    stranger = app.identify("staff", people / "bbt" / "raj" / "raj1.png")["faces"][0]
+    assert stranger["decision"] == "unknown" and stranger["subject_id"] is None
+    assert app.verify("staff", "penny", people / "bbt" / "penny" / "penny5.png")["match"] is True
+    assert app.verify("staff", "amy", people / "bbt" / "penny" / "penny5.png")["match"] is False
+
+    # enrol over JSON with base64 too, then erase and never find again
+    b64 = base64.b64encode((people / "bbt" / "stuart" / "stuart1.png").read_bytes()).decode()
+    r = app.http.post("/v1/collections/staff/subjects/stuart/faces",
+                      json={"images": [b64], "consent_basis": "explicit-consent"})
+    assert r.status_code == 201, r.text
+    probe = people / "bbt" / "stuart" / "stuart2.png"
+    assert app.identify("staff", probe)["faces"][0]["subject_id"] == "stuart"
+    receipt = app.delete_subject("staff", "stuart")
+    assert receipt["subject_ids"] == ["stuart"] and receipt["faces_deleted"] == 1
+    after = app.identify("staff", probe)["faces"][0]
+    assert "stuart" not in [c["subject_id"] for c in after["candidates"]] and after["decision"] == "unknown"
+    with pytest.raises(ApiError) as info:
+        app.get_subject("staff", "stuart")
+    assert info.value.status == 404
 
 
-def test_compare_decision(server, people):
+def test_detect_and_compare_over_json(cast, people):
+    app = cast["app"]
     ex = people / "face_recognition_examples"
-    same = server.post("/v1/compare", files={"image_a": (ex / "obama.jpg").read_bytes(),
-                                             "image_b": (ex / "obama2.jpg").read_bytes()}, data={"fmr": "1e-4"})
-    diff = server.post("/v1/compare", files={"image_a": (ex / "obama.jpg").read_bytes(),
-                                             "image_b": (ex / "biden.jpg").read_bytes()})
-    assert same.status_code == 200 and diff.status_code == 200
-    assert same.json()["match"] is True and diff.json()["match"] is False
+    r = app.http.post("/v1/detect", json={"image": base64.b64encode((ex / "two_people.jpg").read_bytes()).decode()})
+    assert r.status_code == 200 and len(r.json()["faces"]) == 2
+    same = app.compare(ex / "obama.jpg", ex / "obama2.jpg")
+    assert same["match"] is True and same["fmr"] < 1e-4
+
+
+def snapshot(client: Client) -> list:
+    return [(c["name"], c["subjects"], c["faces"]) for c in client.list_collections()]
+
+
+def test_keys_scopes_and_tenants(cast, people):
+    admin, app, other = cast["admin"], cast["app"], cast["other"]
+    before = snapshot(admin)
+    photo = people / "bbt" / "amy" / "amy3.png"
+    # no key, a wrong key, a revoked key: 401
+    for client in (cast["anonymous"], Client(cast["url"], "fl_000000000000_notakey"), cast["revoked"]):
+        with pytest.raises(ApiError) as info:
+            client.identify("staff", photo)
+        assert info.value.status == 401 and info.value.code == "UNAUTHORIZED"
+    # a key without the scope: 403
+    with pytest.raises(ApiError) as info:
+        cast["detect_only"].identify("staff", photo)
+    assert info.value.status == 403 and info.value.details["scope"] == "identify"
+    with pytest.raises(ApiError) as info:
+        app.delete_collection("staff")  # deleting a collection needs admin
+    assert info.value.status == 403
+    assert cast["detect_only"].detect(photo)["faces"]
+    # another tenant: cannot list, read, search, enrol into or delete acme's collection, whatever it guesses
+    assert other.list_collections() == []
+    for call in (lambda: other.get_collection("staff"), lambda: other.identify("staff", photo),
+                 lambda: other.get_subject("staff", "amy"), lambda: other.delete_subject("staff", "amy"),
+                 lambda: other.delete_collection("staff"),
+                 lambda: other.enroll("staff", "mallory", [photo], consent_basis="explicit-consent")):
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status == 404 and info.value.code == "NOT_FOUND"
+    # its own collection of the same name is a different gallery
+    other.create_collection("staff")
+    assert other.identify("staff", photo)["faces"][0]["candidates"] == []
+    assert snapshot(admin) == before
 
 
 @pytest.mark.parametrize("payload, status, code", [
-    (b"", 422, "EMPTY_IMAGE"), (b"not an image at all", 422, "INVALID_IMAGE"), (b"\x00" * 3_100_000, 413, None)])
-def test_bad_uploads_get_one_error_shape(server, payload, status, code):
-    r = server.post("/v1/detect", files={"image": ("x.jpg", payload)})
+    (b"", 422, "EMPTY_IMAGE"), (b"not an image at all", 422, "INVALID_IMAGE"),
+    (b"\x00" * 3_100_000, 413, "PAYLOAD_TOO_LARGE")])
+def test_bad_uploads_get_one_error_shape(cast, payload, status, code):
+    r = cast["app"].http.post("/v1/detect", files={"image": ("x.jpg", payload)})
     assert r.status_code == status
     error = r.json()["error"]
-    assert set(error) == {"code", "message", "details"} and (code is None or error["code"] == code)
+    assert set(error) == {"code", "message", "details"} and error["code"] == code
 
 
-def test_no_face_and_missing_field(server, tmp_path):
+def test_bad_requests_change_nothing(cast, people, tmp_path):
+    app, http = cast["app"], cast["app"].http
+    before = snapshot(cast["admin"])
+    r = http.post("/v1/detect", content=b"raw", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    r = http.post("/v1/detect", json={"image": "https://example.com/face.jpg"})
+    assert r.status_code == 422 and "never fetched" in r.json()["error"]["message"]
+    r = http.post("/v1/detect", json={"image": "/etc/passwd"})
+    assert r.status_code == 422  # a JSON string is base64, never a server path
+    r = http.post("/v1/detect", json={})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "INVALID_REQUEST"
     from PIL import Image
 
     Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "grey.png")
-    r = server.post("/v1/compare", files={"image_a": (tmp_path / "grey.png").read_bytes(),
-                                          "image_b": (tmp_path / "grey.png").read_bytes()})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "NO_FACE"
-    r = server.post("/v1/detect")
-    assert r.status_code == 422 and r.json()["error"]["code"] == "INVALID_REQUEST"
+    with pytest.raises(ApiError) as info:
+        app.enroll("staff", "ghost", [tmp_path / "grey.png"], consent_basis="explicit-consent")
+    assert info.value.code == "NO_FACE"
+    with pytest.raises(ApiError) as info:
+        app.enroll("staff", "newbie", [people / "bbt" / "raj" / "raj2.png"])  # no consent record
+    assert info.value.code == "CONSENT_REQUIRED"
+    with pytest.raises(ApiError) as info:
+        app.enroll("staff", "obama", [people / "face_recognition_examples" / "two_people.jpg"],
+                   consent_basis="explicit-consent")
+    assert info.value.code == "MANY_FACES"
+    with pytest.raises(ApiError) as info:
+        app.create_subject("staff", "amy")
+    assert info.value.status == 409
+    with pytest.raises(ApiError) as info:
+        app.identify("nowhere", people / "bbt" / "raj" / "raj2.png")
+    assert info.value.status == 404
+    r = http.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+    assert snapshot(cast["admin"]) == before
+
+
+def test_identify_rate_limit_per_key(cast, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (120, 120, 120)).save(tmp_path / "small.png")
+    burst, seen = cast["burst"], []
+    for _ in range(110):
+        r = burst.http.post("/v1/collections/staff/identify", files={"image": (tmp_path / "small.png").read_bytes()})
+        seen.append(r.status_code)
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "RATE_LIMITED" and int(r.headers["retry-after"]) >= 1
+            break
+    assert seen[-1] == 429 and 95 <= len(seen) <= 105
+    # the limit is per key: the application's own key still works
+    assert cast["app"].http.post("/v1/collections/staff/identify",
+                                 files={"image": (tmp_path / "small.png").read_bytes()}).status_code == 200

@@ -114,12 +114,54 @@ def serve(
     from faceledger.api.app import create_app
 
     settings = _settings()
-    app_ = create_app(settings)
     try:
+        app_ = create_app(settings)
         app_.state.engine.load()  # a missing or corrupt model fails here, at start-up, naming the file
     except FaceledgerError as exc:
         _fail(exc)
     uvicorn.run(app_, host=host or settings.host, port=port or settings.port, log_level="info")
+
+
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _keys():
+    from faceledger.access.keys import KeyStore
+    from faceledger.gallery.db import default_url, open_database
+
+    settings = _settings()
+    return KeyStore(open_database(settings.database_url or default_url(settings.home))[1])
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant whose collections the key reaches.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: detect,verify,identify,enroll,admin.")],
+    purpose: Annotated[str, typer.Option(help="The declared purpose, e.g. 'building access control'.")],
+) -> None:
+    """Create an API key. The key is printed once; only its hash is stored."""
+    try:
+        key, info = _keys().create(tenant, [s.strip() for s in scopes.split(",") if s.strip()], purpose)
+    except FaceledgerError as exc:
+        _fail(exc)
+    print(json.dumps({"api_key": key, **info}, indent=1))
+    console.print("[yellow]store this key now: it cannot be shown again[/yellow]")
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[Optional[str], typer.Option(help="Only this tenant's keys.")] = None) -> None:
+    """List keys (never their secrets)."""
+    print(json.dumps(_keys().list(tenant), indent=1))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key; requests with it get 401 from now on."""
+    try:
+        print(json.dumps(_keys().revoke(key_id), indent=1))
+    except FaceledgerError as exc:
+        _fail(exc)
 
 
 @eval_app.command("lfw")

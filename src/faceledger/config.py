@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `faceledger serve` listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port `faceledger serve` listens on.")
     workers: int = Field(2, ge=1, description="Inference threads of the service (one per core is right).")
+    max_queue: int = Field(64, ge=1, description="Requests waiting for a worker beyond this get 503.")
+    queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 503.")
+    max_images_per_request: int = Field(10, ge=1, description="Images one enrolment request may carry.")
+    identify_per_minute: int = Field(600, ge=1, description="Identification requests per key per minute (429 above).")
 
     # input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Refuse inputs larger than this many bytes.")

@@ -1,25 +1,43 @@
-"""FastAPI application: routes under /v1, one JSON error shape, inference off the event loop."""
+"""FastAPI application: versioned routes under /v1, API keys, one JSON error shape.
 
-from __future__ import annotations
+Thin by design: every route authenticates, checks a scope, parses its body and calls the
+same Gallery / FaceEngine functions as the CLI.
+"""
 
+
+import datetime as dt
 import logging
+import time
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-import anyio
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceledger import __version__
-from faceledger.api.schemas import CompareResponse, DetectResponse, ErrorResponse, Health
+from faceledger.access.keys import KeyStore, Principal
+from faceledger.api import schemas as S
+from faceledger.api.inputs import openapi_body, parse_body
+from faceledger.api.runtime import InferencePool, Metrics, RateLimiter
 from faceledger.config import Settings, get_settings
-from faceledger.errors import FaceledgerError, PayloadTooLarge
-from faceledger.matching.calibration import load_calibration
+from faceledger.errors import FaceledgerError
+from faceledger.gallery.records import Consent
+from faceledger.gallery.service import Gallery
 from faceledger.matching.compare import Template, compare
 from faceledger.pipeline.engine import FaceEngine
 
 log = logging.getLogger("faceledger.api")
-ERRORS = {status: {"model": ErrorResponse} for status in (413, 422, 500)}
+PathName = Annotated[str, Query(min_length=1, max_length=128)]
+
+
+def _errors(*statuses: int) -> dict:
+    return {s: {"model": S.ErrorResponse} for s in statuses}
+
+
+AUTH_ERRORS = _errors(401, 403, 422, 429, 503)
 
 
 def _error(status: int, code: str, message: str, **details) -> JSONResponse:
@@ -29,57 +47,245 @@ def _error(status: int, code: str, message: str, **details) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = FaceEngine(settings)
-    limiter = anyio.CapacityLimiter(max(1, settings.workers))
-    app = FastAPI(title="faceledger", version=__version__,
-                  description="Accountable face recognition: detection, 1:1 verification with calibrated FMR.")
-    app.state.engine = engine
+    gallery = Gallery(settings, engine)
+    keys = KeyStore(gallery.session)
+    pool = InferencePool(settings.workers, settings.max_queue, settings.queue_timeout)
+    limiter = RateLimiter(settings.identify_per_minute)
+    metrics = Metrics()
 
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        engine.load()  # a missing or corrupt model fails at start-up, naming the file
+        report = gallery.startup()  # the index is checked against the database before serving
+        log.info("gallery index check: %s", report)
+        yield
+        gallery.close()
+
+    app = FastAPI(title="faceledger", version=__version__, lifespan=lifespan,
+                  description="Accountable face recognition: detection, 1:1 verification with calibrated FMR, "
+                              "1:N open-set identification, gallery management. Authenticate with an API key "
+                              "(`Authorization: Bearer fl_...` or `X-API-Key`).")
+    app.state.engine, app.state.gallery, app.state.keys, app.state.settings = engine, gallery, keys, settings
+
+    # ------------------------------------------------------------------ errors: one shape
     @app.exception_handler(FaceledgerError)
     async def _faceledger_error(_: Request, exc: FaceledgerError) -> JSONResponse:
-        return _error(exc.http_status, exc.code, exc.message, **exc.details)
+        response = _error(exc.http_status, exc.code, exc.message, **exc.details)
+        if exc.http_status == 429 and "retry_after_s" in exc.details:
+            response.headers["Retry-After"] = str(max(1, round(exc.details["retry_after_s"])))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, "INVALID_REQUEST", "the request does not match the API schema",
-                      errors=[{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
+                      errors=[{"loc": [str(x) for x in e["loc"]], "msg": e["msg"]} for e in exc.errors()])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+        return _error(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return _error(500, "INTERNAL", "internal error; see the server log")
 
-    async def read(upload: UploadFile) -> bytes:
-        data = await upload.read(settings.max_image_bytes + 1)
-        if len(data) > settings.max_image_bytes:
-            raise PayloadTooLarge(f"upload is over {settings.max_image_bytes} bytes", limit=settings.max_image_bytes)
-        return data
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics.requests.labels(name, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - start)
+        return response
 
-    async def infer(fn, *args):
-        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+    # ------------------------------------------------------------------ auth
+    async def principal(authorization: Annotated[str | None, Header()] = None,
+                        x_api_key: Annotated[str | None, Header()] = None) -> Principal:
+        token = x_api_key
+        if authorization and authorization.lower().startswith("bearer "):
+            token = authorization[7:]
+        return keys.authenticate(token)
 
-    @app.get("/v1/health", response_model=Health, tags=["service"])
-    async def health() -> Health:
-        return Health(status="ok", version=__version__, profile=engine.profile.name)
+    Caller = Annotated[Principal, Depends(principal)]
 
-    @app.get("/v1/ready", response_model=Health, responses=ERRORS, tags=["service"])
-    async def ready() -> Health:
-        await infer(engine.load)
-        return Health(status="ready", version=__version__, profile=engine.profile.name, model_id=engine.model_id)
+    async def body(request: Request, model):
+        return await parse_body(request, model, settings.max_image_bytes, settings.max_images_per_request)
 
-    @app.post("/v1/detect", response_model=DetectResponse, responses=ERRORS, tags=["faces"])
-    async def detect(image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or TIFF.")]):
-        analysis = await infer(lambda data: engine.analyze(data, embed=False), await read(image))
+    # ------------------------------------------------------------------ service
+    service = APIRouter(tags=["service"])
+
+    @service.get("/v1/health", response_model=S.Health)
+    async def health() -> S.Health:
+        return S.Health(status="ok", version=__version__, profile=engine.profile.name)
+
+    @service.get("/v1/ready", response_model=S.Health, responses=_errors(500))
+    async def ready() -> S.Health:
+        await pool.run(engine.load)
+        return S.Health(status="ready", version=__version__, profile=engine.profile.name, model_id=engine.model_id)
+
+    @service.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus() -> Response:
+        for c in gallery.list_all_collections():
+            metrics.gallery_faces.labels(c.tenant, c.name).set(c.faces)
+            metrics.gallery_subjects.labels(c.tenant, c.name).set(c.subjects)
+        metrics.queue.set(pool.waiting)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------------ faces
+    faces = APIRouter(tags=["faces"])
+
+    @faces.post("/v1/detect", response_model=S.DetectResponse, responses=AUTH_ERRORS | _errors(413, 415),
+                openapi_extra=openapi_body(S.DetectBody))
+    async def detect(request: Request, caller: Caller):
+        """Detect faces: boxes, landmarks, confidence and quality with named reasons. Scope: detect."""
+        caller.require("detect")
+        _, images = await body(request, S.DetectBody)
+        analysis = await pool.run(lambda: engine.analyze(images["image"], embed=False))
+        metrics.faces.labels("detect").inc(len(analysis))
         return analysis.to_dict()
 
-    @app.post("/v1/compare", response_model=CompareResponse, responses=ERRORS, tags=["faces"])
-    async def compare_images(
-        image_a: Annotated[UploadFile, File()], image_b: Annotated[UploadFile, File()],
-        fmr: Annotated[float, Form(gt=0, lt=1, description="Target false-match rate of the decision.")] = 1e-4,
-    ):
-        a, b = await read(image_a), await read(image_b)
-        (fa, i), (fb, j) = await infer(engine.single_face, a), await infer(engine.single_face, b)
+    @faces.post("/v1/compare", response_model=S.CompareResponse, responses=AUTH_ERRORS | _errors(409, 413, 415),
+                openapi_extra=openapi_body(S.CompareBody))
+    async def compare_images(request: Request, caller: Caller):
+        """Compare the faces of two images (1:1): similarity, calibrated FMR, decision at `fmr`. Scope: verify."""
+        caller.require("verify")
+        params, images = await body(request, S.CompareBody)
+        fa, i = await pool.run(engine.single_face, images["image_a"])
+        fb, j = await pool.run(engine.single_face, images["image_b"])
+        metrics.faces.labels("compare").inc(2)
         result = compare(Template(fa.templates[i], fa.model_id), Template(fb.templates[j], fb.model_id),
-                         load_calibration(engine.model_id, settings.home), fmr)
+                         gallery.calibration, params.fmr)
         return {"model_id": engine.model_id, **result.to_dict()}
 
+    # ------------------------------------------------------------------ collections
+    cols = APIRouter(tags=["collections"])
+
+    @cols.post("/v1/collections", response_model=S.CollectionOut, status_code=201,
+               responses=AUTH_ERRORS | _errors(409))
+    async def create_collection(spec: S.CollectionCreate, caller: Caller):
+        """Create a collection (a named gallery of this tenant). Scope: admin."""
+        caller.require("admin")
+        return gallery.create_collection(spec.name, tenant=caller.tenant, target_fmr=spec.target_fmr,
+                                         require_consent=spec.require_consent, store_crops=spec.store_crops,
+                                         retention_days=spec.retention_days).to_dict()
+
+    @cols.get("/v1/collections", response_model=list[S.CollectionOut], responses=AUTH_ERRORS)
+    async def list_collections(caller: Caller):
+        """This tenant's collections. Scope: enroll, identify or admin."""
+        _any(caller, "enroll", "identify", "verify")
+        return [c.to_dict() for c in gallery.list_collections(caller.tenant)]
+
+    @cols.get("/v1/collections/{collection}", response_model=S.CollectionOut, responses=AUTH_ERRORS | _errors(404))
+    async def get_collection(collection: str, caller: Caller):
+        _any(caller, "enroll", "identify", "verify")
+        return gallery.get_collection(collection, caller.tenant).to_dict()
+
+    @cols.delete("/v1/collections/{collection}", response_model=S.ErasureReceipt,
+                 responses=AUTH_ERRORS | _errors(404))
+    async def delete_collection(collection: str, caller: Caller):
+        """Delete a collection, erasing every subject and template in it. Scope: admin."""
+        caller.require("admin")
+        return gallery.delete_collection(collection, caller.tenant).to_dict()
+
+    # ------------------------------------------------------------------ subjects
+    subs = APIRouter(tags=["subjects"])
+
+    @subs.post("/v1/collections/{collection}/subjects", response_model=S.SubjectOut, status_code=201,
+               responses=AUTH_ERRORS | _errors(404, 409))
+    async def create_subject(collection: str, spec: S.SubjectCreate, caller: Caller):
+        """Create a subject with metadata and a consent record (faces are enrolled separately). Scope: enroll."""
+        caller.require("enroll")
+        consent = Consent(**spec.consent.model_dump()) if spec.consent else None
+        return gallery.create_subject(collection, spec.subject_id, tenant=caller.tenant,
+                                      display_name=spec.display_name, metadata=spec.metadata,
+                                      consent=consent).to_dict()
+
+    @subs.get("/v1/collections/{collection}/subjects", response_model=list[S.SubjectOut],
+              responses=AUTH_ERRORS | _errors(404))
+    async def list_subjects(collection: str, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                            offset: Annotated[int, Query(ge=0)] = 0):
+        caller.require("enroll")
+        return [s.to_dict() for s in gallery.list_subjects(collection, tenant=caller.tenant, limit=limit,
+                                                             offset=offset)]
+
+    @subs.get("/v1/collections/{collection}/subjects/{subject_id}", response_model=S.SubjectOut,
+              responses=AUTH_ERRORS | _errors(404))
+    async def get_subject(collection: str, subject_id: str, caller: Caller):
+        """A subject with its faces (never templates). Scope: enroll."""
+        caller.require("enroll")
+        return gallery.get_subject(collection, subject_id, tenant=caller.tenant).to_dict()
+
+    @subs.delete("/v1/collections/{collection}/subjects/{subject_id}", response_model=S.ErasureReceipt,
+                 responses=AUTH_ERRORS | _errors(404))
+    async def delete_subject(collection: str, subject_id: str, caller: Caller):
+        """Erase a subject: its templates leave the database and the index in this call. Scope: enroll."""
+        caller.require("enroll")
+        return gallery.delete_subject(collection, subject_id, tenant=caller.tenant).to_dict()
+
+    @subs.post("/v1/collections/{collection}/subjects/{subject_id}/faces", response_model=S.SubjectOut,
+               status_code=201, responses=AUTH_ERRORS | _errors(404, 409, 413, 415),
+               openapi_extra=openapi_body(S.EnrollBody))
+    async def enroll(collection: str, subject_id: str, request: Request, caller: Caller):
+        """Enrol one face per image for a subject (created if new); all or nothing. Scope: enroll."""
+        caller.require("enroll")
+        params, images = await body(request, S.EnrollBody)
+        consent = None
+        if params.consent_basis:
+            expires = params.consent_expires_at
+            if expires is not None and expires.tzinfo is None:
+                expires = expires.replace(tzinfo=dt.timezone.utc)
+            consent = Consent(params.consent_basis, params.consent_reference, None, expires)
+        info = await pool.run(lambda: gallery.enroll(collection, subject_id, images["images"], tenant=caller.tenant,
+                                                     display_name=params.display_name, consent=consent,
+                                                     face=params.face))
+        metrics.faces.labels("enroll").inc(len(info.faces))
+        return info.to_dict()
+
+    @subs.get("/v1/collections/{collection}/subjects/{subject_id}/faces", response_model=list[S.EnrolledFace],
+              responses=AUTH_ERRORS | _errors(404))
+    async def list_faces(collection: str, subject_id: str, caller: Caller):
+        caller.require("enroll")
+        return [f.to_dict() for f in gallery.get_subject(collection, subject_id, tenant=caller.tenant).faces]
+
+    @subs.delete("/v1/collections/{collection}/subjects/{subject_id}/faces/{face_id}",
+                 response_model=S.ErasureReceipt, responses=AUTH_ERRORS | _errors(404))
+    async def delete_face(collection: str, subject_id: str, face_id: int, caller: Caller):
+        caller.require("enroll")
+        return gallery.delete_face(collection, subject_id, face_id, tenant=caller.tenant).to_dict()
+
+    # ------------------------------------------------------------------ search
+    search = APIRouter(tags=["search"])
+
+    @search.post("/v1/collections/{collection}/identify", response_model=S.IdentifyResponse,
+                 responses=AUTH_ERRORS | _errors(404, 409, 413, 415), openapi_extra=openapi_body(S.IdentifyBody))
+    async def identify(collection: str, request: Request, caller: Caller):
+        """1:N for every face of the image: top-k candidates and an open-set decision. Scope: identify."""
+        caller.require("identify")
+        limiter.take(caller.key_id)
+        params, images = await body(request, S.IdentifyBody)
+        result = await pool.run(lambda: gallery.identify(collection, images["image"], tenant=caller.tenant,
+                                                         top_k=params.top_k, target_fmr=params.fmr))
+        metrics.faces.labels("identify").inc(len(result.faces))
+        return result.to_dict()
+
+    @search.post("/v1/collections/{collection}/subjects/{subject_id}/verify", response_model=S.VerifyResponse,
+                 responses=AUTH_ERRORS | _errors(404, 409, 413, 415), openapi_extra=openapi_body(S.VerifyBody))
+    async def verify(collection: str, subject_id: str, request: Request, caller: Caller):
+        """1:1 of the image's face against a claimed subject. Scope: verify."""
+        caller.require("verify")
+        params, images = await body(request, S.VerifyBody)
+        result = await pool.run(lambda: gallery.verify(collection, subject_id, images["image"], tenant=caller.tenant,
+                                                       target_fmr=params.fmr, face=params.face))
+        metrics.faces.labels("verify").inc(1)
+        return {"subject_id": subject_id, **result.to_dict()}
+
+    for router in (service, faces, cols, subs, search):
+        app.include_router(router)
     return app
+
+
+def _any(caller: Principal, *scopes: str) -> None:
+    if not (set(scopes) | {"admin"}) & caller.scopes:
+        caller.require(scopes[0])

@@ -1,14 +1,17 @@
-"""Request and response models of the HTTP API."""
+"""Request and response models of the HTTP API (they mirror the gallery's records)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorBody(BaseModel):
     code: str = Field(examples=["NO_FACE"])
     message: str
-    details: dict = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class ErrorResponse(BaseModel):
@@ -41,8 +44,7 @@ class DetectResponse(BaseModel):
     faces: list[FaceOut]
 
 
-class CompareResponse(BaseModel):
-    model_id: str
+class Decision(BaseModel):
     similarity: float = Field(description="Cosine similarity of the two templates.")
     fmr: float | None = Field(description="False-match rate this similarity corresponds to (calibrated).")
     fmr_is_upper_bound: bool
@@ -51,8 +53,150 @@ class CompareResponse(BaseModel):
     match: bool | None
 
 
+class CompareResponse(Decision):
+    model_id: str
+
+
+class VerifyResponse(Decision):
+    subject_id: str
+
+
 class Health(BaseModel):
     status: str
     version: str
     profile: str
     model_id: str | None = None
+
+
+# ---------------------------------------------------------------- gallery
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    basis: str = Field(min_length=1, max_length=64, examples=["explicit-consent"])
+    reference: str | None = Field(None, max_length=256)
+    given_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+
+
+class ConsentOut(BaseModel):
+    basis: str
+    reference: str | None
+    given_at: str | None
+    expires_at: str | None
+
+
+class CollectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    target_fmr: float = Field(1e-4, gt=0, lt=1, description="Open-set match threshold, as a false-match rate.")
+    require_consent: bool = True
+    store_crops: bool = False
+    retention_days: int | None = Field(None, ge=1, le=36500)
+
+
+class CollectionOut(BaseModel):
+    name: str
+    tenant: str
+    model_id: str
+    target_fmr: float
+    require_consent: bool
+    store_crops: bool
+    retention_days: int | None
+    created_at: str | None
+    subjects: int
+    faces: int
+
+
+class EnrolledFace(BaseModel):
+    face_id: int
+    image_sha256: str
+    box: list[float]
+    quality: dict[str, Any]
+    enrolled_at: str | None
+    created: bool
+
+
+class SubjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject_id: str = Field(min_length=1, max_length=256, pattern=r"^\S(.*\S)?$")
+    display_name: str | None = Field(None, max_length=256)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    consent: ConsentIn | None = None
+
+
+class SubjectOut(BaseModel):
+    subject_id: str
+    display_name: str | None
+    metadata: dict[str, Any]
+    consent: ConsentOut | None
+    created_at: str | None
+    faces: list[EnrolledFace]
+
+
+class ErasureReceipt(BaseModel):
+    collection: str
+    subject_ids: list[str]
+    face_ids: list[int]
+    faces_deleted: int
+    erased_at: str
+
+
+class CandidateOut(BaseModel):
+    subject_id: str
+    display_name: str | None
+    similarity: float
+    fmr: float
+    fmr_is_upper_bound: bool
+    match: bool
+
+
+class ProbeOut(BaseModel):
+    box: list[float]
+    quality: QualityOut
+    decision: Literal["match", "unknown"]
+    subject_id: str | None
+    candidates: list[CandidateOut]
+
+
+class IdentifyResponse(BaseModel):
+    collection: str
+    model_id: str
+    target_fmr: float
+    threshold: float
+    faces: list[ProbeOut]
+
+
+# ------------------------------------------------- bodies that carry images (multipart or JSON base64)
+class DetectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(description="The image: a file in multipart, base64 (or a data: URL) in JSON.")
+
+
+class CompareBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_a: str
+    image_b: str
+    fmr: float = Field(1e-4, gt=0, lt=1, description="Target false-match rate of the decision.")
+
+
+class EnrollBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(min_length=1, description="One face is enrolled per image.")
+    face: int | None = Field(None, ge=0, description="Which face when an image has several (0 = largest).")
+    display_name: str | None = Field(None, max_length=256)
+    consent_basis: str | None = Field(None, min_length=1, max_length=64)
+    consent_reference: str | None = Field(None, max_length=256)
+    consent_expires_at: dt.datetime | None = None
+
+
+class IdentifyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str
+    top_k: int = Field(5, ge=1, le=100)
+    fmr: float | None = Field(None, gt=0, lt=1, description="Target FMR (default: the collection's).")
+
+
+class VerifyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str
+    fmr: float | None = Field(None, gt=0, lt=1)
+    face: int | None = Field(None, ge=0)

@@ -70,3 +70,15 @@ class Face(Base):
     enrolled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     subject: Mapped[Subject] = relationship(back_populates="faces")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public part of the key
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    scopes: Mapped[list] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)

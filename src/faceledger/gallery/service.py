@@ -99,6 +99,11 @@ class Gallery:
             rows = s.scalars(select(Collection).where(Collection.tenant == tenant).order_by(Collection.name)).all()
             return [self._collection_info(s, c) for c in rows]
 
+    def list_all_collections(self) -> list[CollectionInfo]:
+        """Every tenant's collections (for metrics and maintenance, never for a caller)."""
+        with self.session() as s:
+            return [self._collection_info(s, c) for c in s.scalars(select(Collection).order_by(Collection.id))]
+
     def get_collection(self, name: str, tenant: str = "default") -> CollectionInfo:
         with self.session() as s:
             return self._collection_info(s, self._collection(s, name, tenant))
@@ -141,6 +146,8 @@ class Gallery:
         _check_subject_id(subject_id)
         with self.session() as s:
             c = self._collection(s, collection, tenant)
+            if s.scalar(select(Subject.id).where(Subject.collection_id == c.id, Subject.external_id == subject_id)):
+                raise AlreadyExists(f"subject '{subject_id}' already exists in '{collection}'", subject_id=subject_id)
             self._check_consent(c, None, consent)
             subject = Subject(collection_id=c.id, external_id=subject_id, display_name=display_name,
                               meta=metadata or {}, **_consent_columns(consent))
