@@ -46,11 +46,13 @@ def service(tmp_path_factory):
         "other": cli(env, "keys", "create", "--tenant", "globex", "--scopes", "admin", "--purpose", "other tenant"),
         "revoked": cli(env, "keys", "create", "--tenant", "acme", "--scopes", "admin", "--purpose", "old"),
         "burst": cli(env, "keys", "create", "--tenant", "acme", "--scopes", "identify", "--purpose", "rate test"),
+        "fuzz": cli(env, "keys", "create", "--tenant", "fuzz", "--scopes", "admin", "--purpose", "schema tests"),
     }
     cli(env, "keys", "revoke", keys["revoked"]["key_id"])
     listed = cli(env, "keys", "list")
     assert all("api_key" not in k and "secret" not in json.dumps(k) for k in listed)
-    proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve"], env=env, stdout=subprocess.PIPE,
+    log = open(home / "server.log", "w")  # a file, not a pipe: a full pipe would stall the server
+    proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -61,7 +63,7 @@ def service(tmp_path_factory):
         except httpx.HTTPError:
             time.sleep(0.2)
         if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
+            pytest.fail(f"server exited: {(home / 'server.log').read_text()[-3000:]}")
     else:
         proc.kill()
         pytest.fail("server did not start within 90 s")
@@ -71,6 +73,8 @@ def service(tmp_path_factory):
     yield clients
     proc.terminate()
     proc.wait(20)
+    log.close()
+    assert "Traceback" not in (home / "server.log").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +234,15 @@ def test_identify_rate_limit_per_key(cast, tmp_path):
     # the limit is per key: the application's own key still works
     assert cast["app"].http.post("/v1/collections/staff/identify",
                                  files={"image": (tmp_path / "small.png").read_bytes()}).status_code == 200
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(service, tmp_path):
+    """Property-based requests from /openapi.json (bounded in examples and time), in a tenant of their own."""
+    key = service["fuzz"].http.headers["authorization"]
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", service["url"] + "/openapi.json", "-H",
+           f"Authorization: {key}", "--max-examples", "10", "--max-time", "90", "--seed", "1",
+           "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance,"
+                       "content_type_conformance", "--report-dir", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-6000:]
+    assert "API Operations" in out.stdout

@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI could not parse: the same answer as any invalid request
+            return _error(422, "INVALID_REQUEST", str(exc.detail))
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
         return _error(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
 
