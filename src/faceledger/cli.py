@@ -141,8 +141,13 @@ def keys_create(
     purpose: Annotated[str, typer.Option(help="The declared purpose, e.g. 'building access control'.")],
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
+    from faceledger.cli_gallery import audit_log, cli_actor
+    from faceledger.audit.context import audited
+
     try:
-        key, info = _keys().create(tenant, [s.strip() for s in scopes.split(",") if s.strip()], purpose)
+        with audited(audit_log(_settings()), "key.create", cli_actor()) as entry:
+            key, info = _keys().create(tenant, [s.strip() for s in scopes.split(",") if s.strip()], purpose)
+            entry.decision = f"key {info['key_id']} for tenant {tenant}: {','.join(info['scopes'])}"
     except FaceledgerError as exc:
         _fail(exc)
     print(json.dumps({"api_key": key, **info}, indent=1))
@@ -158,8 +163,13 @@ def keys_list(tenant: Annotated[Optional[str], typer.Option(help="Only this tena
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key; requests with it get 401 from now on."""
+    from faceledger.cli_gallery import audit_log, cli_actor
+    from faceledger.audit.context import audited
+
     try:
-        print(json.dumps(_keys().revoke(key_id), indent=1))
+        with audited(audit_log(_settings()), "key.revoke", cli_actor()) as entry:
+            entry.decision = f"key {key_id} revoked"
+            print(json.dumps(_keys().revoke(key_id), indent=1))
     except FaceledgerError as exc:
         _fail(exc)
 

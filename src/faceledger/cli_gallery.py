@@ -32,6 +32,24 @@ def out(data) -> None:
     print(json.dumps(data, indent=1, default=str))
 
 
+def cli_actor():
+    """The audit identity of a command-line user: the local tenant and the OS user as purpose."""
+    import getpass
+
+    from faceledger.audit.context import Actor
+
+    return Actor(tenant="default", key_id=None, purpose=f"command line ({getpass.getuser()})", client="cli")
+
+
+def audit_log(settings):
+    from faceledger.audit.log import AuditLog, load_or_create_key
+    from faceledger.gallery.db import default_url, open_database
+
+    session = open_database(settings.database_url or default_url(settings.home))[1]
+    return AuditLog(session, load_or_create_key(settings.audit_key, settings.home),
+                    checkpoint_every=settings.audit_checkpoint_every)
+
+
 @contextmanager
 def gallery(profile: str | None = None):
     """A gallery for one command; its errors become a JSON error and exit code 2."""
@@ -43,12 +61,21 @@ def gallery(profile: str | None = None):
     try:
         settings = _settings()
         g = Gallery(settings, FaceEngine(settings, profile))
+        g.audit = audit_log(settings)
         yield g
     except FaceledgerError as exc:
         _fail(exc)
     finally:
         if g is not None:
             g.close()
+
+
+@contextmanager
+def audited_op(g, operation: str, collection: str | None = None, reference: str | None = None):
+    from faceledger.audit.context import audited
+
+    with audited(g.audit, operation, cli_actor(), collection=collection, reference=reference) as entry:
+        yield entry
 
 
 def consent_record(basis, reference, expires):
@@ -74,7 +101,7 @@ def collections_create(
     profile: Annotated[Optional[str], typer.Option(help="Model profile of the collection.")] = None,
 ) -> None:
     """Create a collection."""
-    with gallery(profile) as g:
+    with gallery(profile) as g, audited_op(g, "collection.create", name):
         out(g.create_collection(name, target_fmr=target_fmr, require_consent=not no_consent, store_crops=store_crops,
                                 retention_days=retention_days).to_dict())
 
@@ -91,8 +118,10 @@ def collections_delete(name: str, yes: Annotated[bool, typer.Option("--yes", hel
     """Delete a collection and erase every subject and template in it."""
     if not yes:
         typer.confirm(f"Erase collection '{name}' and all its subjects?", abort=True)
-    with gallery() as g:
-        out(g.delete_collection(name).to_dict())
+    with gallery() as g, audited_op(g, "collection.delete", name) as entry:
+        receipt = g.delete_collection(name)
+        entry.subject_ids, entry.decision = receipt.subject_ids, f"erased {len(receipt.face_ids)} faces"
+        out(receipt.to_dict())
 
 
 @subjects_app.command("list")
@@ -112,8 +141,11 @@ def subjects_show(collection: str, subject: str) -> None:
 @subjects_app.command("delete")
 def subjects_delete(collection: str, subject: str) -> None:
     """Erase a subject: every template leaves the database and the index. Prints the receipt."""
-    with gallery() as g:
-        out(g.delete_subject(collection, subject).to_dict())
+    with gallery() as g, audited_op(g, "erase", collection) as entry:
+        entry.subject_ids = [subject]
+        receipt = g.delete_subject(collection, subject)
+        entry.decision = f"erased {len(receipt.face_ids)} faces"
+        out(receipt.to_dict())
 
 
 def enroll(
@@ -122,29 +154,43 @@ def enroll(
     consent: ConsentBasis = None, consent_ref: ConsentRef = None, consent_expires: ConsentExpires = None,
     face: Annotated[Optional[int], typer.Option(help="Which face when an image has several (0 = largest).")] = None,
     meta: Annotated[Optional[list[str]], typer.Option(help="Metadata as key=value (repeatable).")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Case or reference number for the audit log.")] = None,
 ) -> None:
     """Enrol a subject's face from one or more images (created if new)."""
     metadata = dict(m.split("=", 1) for m in meta) if meta else None
-    with gallery() as g:
-        out(g.enroll(collection, subject, images, display_name=name, metadata=metadata,
-                     consent=consent_record(consent, consent_ref, consent_expires), face=face).to_dict())
+    with gallery() as g, audited_op(g, "enroll", collection, reference) as entry:
+        entry.subject_ids = [subject]
+        info = g.enroll(collection, subject, images, display_name=name, metadata=metadata,
+                        consent=consent_record(consent, consent_ref, consent_expires), face=face)
+        entry.decision = f"enrolled {sum(f.created for f in info.faces)} faces"
+        out(info.to_dict())
 
 
 def identify(
     collection: str, image: Path,
     top_k: Annotated[int, typer.Option(help="Candidates per face.")] = 5,
     fmr: Annotated[Optional[float], typer.Option(help="Target FMR (default: the collection's).")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Case or reference number for the audit log.")] = None,
 ) -> None:
     """Identify every face of an image in a collection (1:N, open-set)."""
-    with gallery() as g:
-        out(g.identify(collection, image, top_k=top_k, target_fmr=fmr).to_dict())
+    with gallery() as g, audited_op(g, "identify", collection, reference) as entry:
+        result = g.identify(collection, image, top_k=top_k, target_fmr=fmr)
+        entry.subject_ids = [c.subject_id for f in result.faces for c in f.candidates]
+        entry.scores = [c.similarity for f in result.faces for c in f.candidates]
+        entry.decision = ",".join(f"match:{f.subject_id}" if f.subject_id else "unknown" for f in result.faces)
+        out(result.to_dict())
 
 
 def verify(collection: str, subject: str, image: Path,
-           fmr: Annotated[Optional[float], typer.Option(help="Target FMR (default: the collection's).")] = None) -> None:
+           fmr: Annotated[Optional[float], typer.Option(help="Target FMR (default: the collection's).")] = None,
+           reference: Annotated[Optional[str], typer.Option(help="Case or reference for the audit log.")] = None,
+           ) -> None:
     """Verify an image against a claimed subject (1:1)."""
-    with gallery() as g:
-        out({"subject_id": subject, **g.verify(collection, subject, image, target_fmr=fmr).to_dict()})
+    with gallery() as g, audited_op(g, "verify", collection, reference) as entry:
+        entry.subject_ids = [subject]
+        result = g.verify(collection, subject, image, target_fmr=fmr)
+        entry.scores, entry.decision = [result.similarity], "match" if result.match else "no match"
+        out({"subject_id": subject, **result.to_dict()})
 
 
 def enroll_dir(
@@ -174,7 +220,10 @@ def enroll_dir(
             task = progress.add_task(f"enrolling into {collection}", total=len(jobs))
             for subject, path in jobs:
                 try:
-                    info = g.enroll(collection, subject, [path], consent=record)
+                    with audited_op(g, "enroll", collection) as entry:
+                        entry.subject_ids = [subject]
+                        info = g.enroll(collection, subject, [path], consent=record)
+                        entry.decision = f"enrolled {sum(f.created for f in info.faces)} faces"
                     created = info.faces[0].created
                     enrolled += created
                     skipped += not created
@@ -208,7 +257,56 @@ def index_rebuild(collection: str) -> None:
         out(g.rebuild_index(collection))
 
 
+audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.", no_args_is_help=True)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the whole hash chain and its HMAC seals; names the first bad record (exit 1 when broken)."""
+    from faceledger.cli import _settings
+
+    result = audit_log(_settings()).verify()
+    out(result.to_dict())
+    if not result.ok:
+        console.print(f"[red]audit log broken[/red] at record {result.first_bad_seq}: {result.reason}")
+        raise typer.Exit(1)
+    console.print(f"audit log intact: {result.records} records, {result.checkpoints} seals")
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[Optional[dt.datetime], typer.Option(help="Only records at or after this time (UTC).")] = None,
+    until: Annotated[Optional[dt.datetime], typer.Option(help="Only records before this time (UTC).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    subject: Annotated[Optional[str], typer.Option(help="Only operations that involved this subject.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(help="Only this tenant's records.")] = None,
+) -> None:
+    """Export audit records (a subject-access report with --subject)."""
+    from faceledger.cli import _settings
+
+    if fmt not in ("jsonl", "csv"):
+        console.print("[red]--format is jsonl or csv[/red]")
+        raise typer.Exit(2)
+
+    def stamp(t):
+        return None if t is None else (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).isoformat(
+            timespec="seconds")
+
+    for chunk in audit_log(_settings()).export(fmt, tenant=tenant, subject_id=subject, since=stamp(since),
+                                                until=stamp(until)):
+        sys.stdout.write(chunk)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Seal the chain head now (e.g. before a backup)."""
+    from faceledger.cli import _settings
+
+    out(audit_log(_settings()).checkpoint())
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")
     app.add_typer(collections_app, name="collections")
     app.add_typer(subjects_app, name="subjects")
     app.add_typer(index_app, name="index")

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(10, ge=1, description="Images one enrolment request may carry.")
     identify_per_minute: int = Field(600, ge=1, description="Identification requests per key per minute (429 above).")
 
+    # accountability
+    audit_key: str | None = Field(None, description="HMAC key sealing the audit log; default: a key file HOME/audit-hmac.key.")
+    audit_checkpoint_every: int = Field(100, ge=1, description="Seal the audit chain every this many records.")
+
     # input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Refuse inputs larger than this many bytes.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Refuse images with more pixels (checked before decoding).")

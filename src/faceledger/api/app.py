@@ -11,7 +11,12 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+import uuid
+from contextlib import asynccontextmanager as _acm
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +27,8 @@ from faceledger.access.keys import KeyStore, Principal
 from faceledger.api import schemas as S
 from faceledger.api.inputs import openapi_body, parse_body
 from faceledger.api.runtime import InferencePool, Metrics, RateLimiter
+from faceledger.audit.context import Actor, Entry, audited
+from faceledger.audit.log import AuditLog, load_or_create_key
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError
 from faceledger.gallery.records import Consent
@@ -49,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = FaceEngine(settings)
     gallery = Gallery(settings, engine)
     keys = KeyStore(gallery.session)
+    audit = AuditLog(gallery.session, load_or_create_key(settings.audit_key, settings.home),
+                     checkpoint_every=settings.audit_checkpoint_every)
     pool = InferencePool(settings.workers, settings.max_queue, settings.queue_timeout)
     limiter = RateLimiter(settings.identify_per_minute)
     metrics = Metrics()
@@ -59,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         report = gallery.startup()  # the index is checked against the database before serving
         log.info("gallery index check: %s", report)
         yield
+        audit.checkpoint()
         gallery.close()
 
     app = FastAPI(title="faceledger", version=__version__, lifespan=lifespan,
@@ -66,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "1:N open-set identification, gallery management. Authenticate with an API key "
                               "(`Authorization: Bearer fl_...` or `X-API-Key`).")
     app.state.engine, app.state.gallery, app.state.keys, app.state.settings = engine, gallery, keys, settings
+    app.state.audit = audit
 
     # ------------------------------------------------------------------ errors: one shape
     @app.exception_handler(FaceledgerError)
@@ -95,7 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def _measure(request: Request, call_next):
         start = time.perf_counter()
+        request.state.request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
         response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
         route = request.scope.get("route")
         name = getattr(route, "path", "unmatched")
         metrics.requests.labels(name, request.method, str(response.status_code)).inc()
@@ -103,14 +116,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     # ------------------------------------------------------------------ auth
-    async def principal(authorization: Annotated[str | None, Header()] = None,
-                        x_api_key: Annotated[str | None, Header()] = None) -> Principal:
-        token = x_api_key
-        if authorization and authorization.lower().startswith("bearer "):
-            token = authorization[7:]
-        return keys.authenticate(token)
+    bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer fl_...`")
+    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
-    Caller = Annotated[Principal, Depends(principal)]
+    async def credentials(token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                          key: Annotated[str | None, Depends(api_key_header)]) -> str | None:
+        return token.credentials if token else key
+
+    Token = Annotated[str | None, Depends(credentials)]
+
+    @_acm
+    async def operation(request: Request, token: str | None, name: str, collection: str | None = None):
+        """Authenticate and audit one operation: exactly one record, whether it succeeds or is refused."""
+        actor = Actor(request_id=getattr(request.state, "request_id", None),
+                      client=request.client.host if request.client else None)
+        with audited(audit, name, actor, collection=collection) as entry:
+            caller = keys.authenticate(token)
+            entry.tenant, entry.key_id, entry.purpose = caller.tenant, caller.key_id, caller.purpose
+            yield caller, entry
 
     async def body(request: Request, model):
         return await parse_body(request, model, settings.max_image_bytes, settings.max_images_per_request)
@@ -140,152 +163,228 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @faces.post("/v1/detect", response_model=S.DetectResponse, responses=AUTH_ERRORS | _errors(413, 415),
                 openapi_extra=openapi_body(S.DetectBody))
-    async def detect(request: Request, caller: Caller):
+    async def detect(request: Request, token: Token):
         """Detect faces: boxes, landmarks, confidence and quality with named reasons. Scope: detect."""
-        caller.require("detect")
-        _, images = await body(request, S.DetectBody)
-        analysis = await pool.run(lambda: engine.analyze(images["image"], embed=False))
-        metrics.faces.labels("detect").inc(len(analysis))
-        return analysis.to_dict()
+        async with operation(request, token, "detect") as (caller, entry):
+            caller.require("detect")
+            params, images = await body(request, S.DetectBody)
+            entry.reference = params.reference
+            analysis = await pool.run(lambda: engine.analyze(images["image"], embed=False))
+            metrics.faces.labels("detect").inc(len(analysis))
+            entry.decision = f"{len(analysis)} faces"
+            return analysis.to_dict()
 
     @faces.post("/v1/compare", response_model=S.CompareResponse, responses=AUTH_ERRORS | _errors(409, 413, 415),
                 openapi_extra=openapi_body(S.CompareBody))
-    async def compare_images(request: Request, caller: Caller):
+    async def compare_images(request: Request, token: Token):
         """Compare the faces of two images (1:1): similarity, calibrated FMR, decision at `fmr`. Scope: verify."""
-        caller.require("verify")
-        params, images = await body(request, S.CompareBody)
-        fa, i = await pool.run(engine.single_face, images["image_a"])
-        fb, j = await pool.run(engine.single_face, images["image_b"])
-        metrics.faces.labels("compare").inc(2)
-        result = compare(Template(fa.templates[i], fa.model_id), Template(fb.templates[j], fb.model_id),
-                         gallery.calibration, params.fmr)
-        return {"model_id": engine.model_id, **result.to_dict()}
+        async with operation(request, token, "compare") as (caller, entry):
+            caller.require("verify")
+            params, images = await body(request, S.CompareBody)
+            entry.reference = params.reference
+            fa, i = await pool.run(engine.single_face, images["image_a"])
+            fb, j = await pool.run(engine.single_face, images["image_b"])
+            metrics.faces.labels("compare").inc(2)
+            result = compare(Template(fa.templates[i], fa.model_id), Template(fb.templates[j], fb.model_id),
+                             gallery.calibration, params.fmr)
+            entry.scores, entry.decision = [result.similarity], "match" if result.match else "no match"
+            return {"model_id": engine.model_id, **result.to_dict()}
 
     # ------------------------------------------------------------------ collections
     cols = APIRouter(tags=["collections"])
 
     @cols.post("/v1/collections", response_model=S.CollectionOut, status_code=201,
                responses=AUTH_ERRORS | _errors(409))
-    async def create_collection(spec: S.CollectionCreate, caller: Caller):
+    async def create_collection(spec: S.CollectionCreate, request: Request, token: Token):
         """Create a collection (a named gallery of this tenant). Scope: admin."""
-        caller.require("admin")
-        return gallery.create_collection(spec.name, tenant=caller.tenant, target_fmr=spec.target_fmr,
-                                         require_consent=spec.require_consent, store_crops=spec.store_crops,
-                                         retention_days=spec.retention_days).to_dict()
+        async with operation(request, token, "collection.create", spec.name) as (caller, entry):
+            caller.require("admin")
+            return gallery.create_collection(spec.name, tenant=caller.tenant, target_fmr=spec.target_fmr,
+                                             require_consent=spec.require_consent, store_crops=spec.store_crops,
+                                             retention_days=spec.retention_days).to_dict()
 
     @cols.get("/v1/collections", response_model=list[S.CollectionOut], responses=AUTH_ERRORS)
-    async def list_collections(caller: Caller):
-        """This tenant's collections. Scope: enroll, identify or admin."""
+    async def list_collections(token: Token):
+        """This tenant's collections. Scope: enroll, identify, verify or admin."""
+        caller = keys.authenticate(token)
         _any(caller, "enroll", "identify", "verify")
         return [c.to_dict() for c in gallery.list_collections(caller.tenant)]
 
     @cols.get("/v1/collections/{collection}", response_model=S.CollectionOut, responses=AUTH_ERRORS | _errors(404))
-    async def get_collection(collection: str, caller: Caller):
+    async def get_collection(collection: str, token: Token):
+        caller = keys.authenticate(token)
         _any(caller, "enroll", "identify", "verify")
         return gallery.get_collection(collection, caller.tenant).to_dict()
 
     @cols.delete("/v1/collections/{collection}", response_model=S.ErasureReceipt,
                  responses=AUTH_ERRORS | _errors(404))
-    async def delete_collection(collection: str, caller: Caller):
+    async def delete_collection(collection: str, request: Request, token: Token):
         """Delete a collection, erasing every subject and template in it. Scope: admin."""
-        caller.require("admin")
-        return gallery.delete_collection(collection, caller.tenant).to_dict()
+        async with operation(request, token, "collection.delete", collection) as (caller, entry):
+            caller.require("admin")
+            receipt = gallery.delete_collection(collection, caller.tenant)
+            entry.subject_ids, entry.decision = receipt.subject_ids, f"erased {len(receipt.face_ids)} faces"
+            return receipt.to_dict()
 
     # ------------------------------------------------------------------ subjects
     subs = APIRouter(tags=["subjects"])
 
     @subs.post("/v1/collections/{collection}/subjects", response_model=S.SubjectOut, status_code=201,
                responses=AUTH_ERRORS | _errors(404, 409))
-    async def create_subject(collection: str, spec: S.SubjectCreate, caller: Caller):
+    async def create_subject(collection: str, spec: S.SubjectCreate, request: Request, token: Token):
         """Create a subject with metadata and a consent record (faces are enrolled separately). Scope: enroll."""
-        caller.require("enroll")
-        consent = Consent(**spec.consent.model_dump()) if spec.consent else None
-        return gallery.create_subject(collection, spec.subject_id, tenant=caller.tenant,
-                                      display_name=spec.display_name, metadata=spec.metadata,
-                                      consent=consent).to_dict()
+        async with operation(request, token, "subject.create", collection) as (caller, entry):
+            caller.require("enroll")
+            entry.subject_ids = [spec.subject_id]
+            consent = Consent(**spec.consent.model_dump()) if spec.consent else None
+            return gallery.create_subject(collection, spec.subject_id, tenant=caller.tenant,
+                                          display_name=spec.display_name, metadata=spec.metadata,
+                                          consent=consent).to_dict()
 
     @subs.get("/v1/collections/{collection}/subjects", response_model=list[S.SubjectOut],
               responses=AUTH_ERRORS | _errors(404))
-    async def list_subjects(collection: str, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    async def list_subjects(collection: str, token: Token, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                             offset: Annotated[int, Query(ge=0)] = 0):
+        caller = keys.authenticate(token)
         caller.require("enroll")
         return [s.to_dict() for s in gallery.list_subjects(collection, tenant=caller.tenant, limit=limit,
                                                              offset=offset)]
 
     @subs.get("/v1/collections/{collection}/subjects/{subject_id}", response_model=S.SubjectOut,
               responses=AUTH_ERRORS | _errors(404))
-    async def get_subject(collection: str, subject_id: str, caller: Caller):
+    async def get_subject(collection: str, subject_id: str, token: Token):
         """A subject with its faces (never templates). Scope: enroll."""
+        caller = keys.authenticate(token)
         caller.require("enroll")
         return gallery.get_subject(collection, subject_id, tenant=caller.tenant).to_dict()
 
     @subs.delete("/v1/collections/{collection}/subjects/{subject_id}", response_model=S.ErasureReceipt,
                  responses=AUTH_ERRORS | _errors(404))
-    async def delete_subject(collection: str, subject_id: str, caller: Caller):
+    async def delete_subject(collection: str, subject_id: str, request: Request, token: Token):
         """Erase a subject: its templates leave the database and the index in this call. Scope: enroll."""
-        caller.require("enroll")
-        return gallery.delete_subject(collection, subject_id, tenant=caller.tenant).to_dict()
+        async with operation(request, token, "erase", collection) as (caller, entry):
+            caller.require("enroll")
+            entry.subject_ids = [subject_id]
+            receipt = gallery.delete_subject(collection, subject_id, tenant=caller.tenant)
+            entry.decision = f"erased {len(receipt.face_ids)} faces"
+            return receipt.to_dict()
 
     @subs.post("/v1/collections/{collection}/subjects/{subject_id}/faces", response_model=S.SubjectOut,
                status_code=201, responses=AUTH_ERRORS | _errors(404, 409, 413, 415),
                openapi_extra=openapi_body(S.EnrollBody))
-    async def enroll(collection: str, subject_id: str, request: Request, caller: Caller):
+    async def enroll(collection: str, subject_id: str, request: Request, token: Token):
         """Enrol one face per image for a subject (created if new); all or nothing. Scope: enroll."""
-        caller.require("enroll")
-        params, images = await body(request, S.EnrollBody)
-        consent = None
-        if params.consent_basis:
-            expires = params.consent_expires_at
-            if expires is not None and expires.tzinfo is None:
-                expires = expires.replace(tzinfo=dt.timezone.utc)
-            consent = Consent(params.consent_basis, params.consent_reference, None, expires)
-        info = await pool.run(lambda: gallery.enroll(collection, subject_id, images["images"], tenant=caller.tenant,
-                                                     display_name=params.display_name, consent=consent,
-                                                     face=params.face))
-        metrics.faces.labels("enroll").inc(len(info.faces))
-        return info.to_dict()
+        async with operation(request, token, "enroll", collection) as (caller, entry):
+            caller.require("enroll")
+            entry.subject_ids = [subject_id]
+            params, images = await body(request, S.EnrollBody)
+            entry.reference = params.reference
+            consent = None
+            if params.consent_basis:
+                expires = params.consent_expires_at
+                if expires is not None and expires.tzinfo is None:
+                    expires = expires.replace(tzinfo=dt.timezone.utc)
+                consent = Consent(params.consent_basis, params.consent_reference, None, expires)
+            info = await pool.run(lambda: gallery.enroll(collection, subject_id, images["images"],
+                                                         tenant=caller.tenant, display_name=params.display_name,
+                                                         consent=consent, face=params.face))
+            metrics.faces.labels("enroll").inc(len(info.faces))
+            entry.decision = f"enrolled {sum(f.created for f in info.faces)} faces"
+            return info.to_dict()
 
     @subs.get("/v1/collections/{collection}/subjects/{subject_id}/faces", response_model=list[S.EnrolledFace],
               responses=AUTH_ERRORS | _errors(404))
-    async def list_faces(collection: str, subject_id: str, caller: Caller):
+    async def list_faces(collection: str, subject_id: str, token: Token):
+        caller = keys.authenticate(token)
         caller.require("enroll")
         return [f.to_dict() for f in gallery.get_subject(collection, subject_id, tenant=caller.tenant).faces]
 
     @subs.delete("/v1/collections/{collection}/subjects/{subject_id}/faces/{face_id}",
                  response_model=S.ErasureReceipt, responses=AUTH_ERRORS | _errors(404))
-    async def delete_face(collection: str, subject_id: str, face_id: int, caller: Caller):
-        caller.require("enroll")
-        return gallery.delete_face(collection, subject_id, face_id, tenant=caller.tenant).to_dict()
+    async def delete_face(collection: str, subject_id: str, face_id: int, request: Request, token: Token):
+        async with operation(request, token, "erase", collection) as (caller, entry):
+            caller.require("enroll")
+            entry.subject_ids = [subject_id]
+            receipt = gallery.delete_face(collection, subject_id, face_id, tenant=caller.tenant)
+            entry.decision = "erased 1 face"
+            return receipt.to_dict()
 
     # ------------------------------------------------------------------ search
     search = APIRouter(tags=["search"])
 
     @search.post("/v1/collections/{collection}/identify", response_model=S.IdentifyResponse,
                  responses=AUTH_ERRORS | _errors(404, 409, 413, 415), openapi_extra=openapi_body(S.IdentifyBody))
-    async def identify(collection: str, request: Request, caller: Caller):
+    async def identify(collection: str, request: Request, token: Token):
         """1:N for every face of the image: top-k candidates and an open-set decision. Scope: identify."""
-        caller.require("identify")
-        limiter.take(caller.key_id)
-        params, images = await body(request, S.IdentifyBody)
-        result = await pool.run(lambda: gallery.identify(collection, images["image"], tenant=caller.tenant,
-                                                         top_k=params.top_k, target_fmr=params.fmr))
-        metrics.faces.labels("identify").inc(len(result.faces))
-        return result.to_dict()
+        async with operation(request, token, "identify", collection) as (caller, entry):
+            caller.require("identify")
+            limiter.take(caller.key_id)
+            params, images = await body(request, S.IdentifyBody)
+            entry.reference = params.reference
+            result = await pool.run(lambda: gallery.identify(collection, images["image"], tenant=caller.tenant,
+                                                             top_k=params.top_k, target_fmr=params.fmr))
+            metrics.faces.labels("identify").inc(len(result.faces))
+            entry.subject_ids = [c.subject_id for f in result.faces for c in f.candidates]
+            entry.scores = [c.similarity for f in result.faces for c in f.candidates]
+            entry.decision = ",".join(f"match:{f.subject_id}" if f.subject_id else "unknown" for f in result.faces)
+            return result.to_dict()
 
     @search.post("/v1/collections/{collection}/subjects/{subject_id}/verify", response_model=S.VerifyResponse,
                  responses=AUTH_ERRORS | _errors(404, 409, 413, 415), openapi_extra=openapi_body(S.VerifyBody))
-    async def verify(collection: str, subject_id: str, request: Request, caller: Caller):
+    async def verify(collection: str, subject_id: str, request: Request, token: Token):
         """1:1 of the image's face against a claimed subject. Scope: verify."""
-        caller.require("verify")
-        params, images = await body(request, S.VerifyBody)
-        result = await pool.run(lambda: gallery.verify(collection, subject_id, images["image"], tenant=caller.tenant,
-                                                       target_fmr=params.fmr, face=params.face))
-        metrics.faces.labels("verify").inc(1)
-        return {"subject_id": subject_id, **result.to_dict()}
+        async with operation(request, token, "verify", collection) as (caller, entry):
+            caller.require("verify")
+            entry.subject_ids = [subject_id]
+            params, images = await body(request, S.VerifyBody)
+            entry.reference = params.reference
+            result = await pool.run(lambda: gallery.verify(collection, subject_id, images["image"],
+                                                           tenant=caller.tenant, target_fmr=params.fmr,
+                                                           face=params.face))
+            metrics.faces.labels("verify").inc(1)
+            entry.scores, entry.decision = [result.similarity], "match" if result.match else "no match"
+            return {"subject_id": subject_id, **result.to_dict()}
 
-    for router in (service, faces, cols, subs, search):
+    # ------------------------------------------------------------------ audit (admin)
+    audit_routes = APIRouter(tags=["audit"])
+
+    @audit_routes.get("/v1/audit", response_model=list[S.AuditRecordOut], responses=AUTH_ERRORS)
+    async def query_audit(request: Request, token: Token,
+                          subject_id: Annotated[str | None, Query(max_length=256)] = None,
+                          key_id: Annotated[str | None, Query(max_length=32)] = None,
+                          operation_name: Annotated[str | None, Query(alias="operation", max_length=32)] = None,
+                          since: Annotated[dt.datetime | None, Query()] = None,
+                          until: Annotated[dt.datetime | None, Query()] = None,
+                          limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+                          offset: Annotated[int, Query(ge=0)] = 0):
+        """This tenant's audit records, by subject (a subject-access query), key, operation, time. Scope: admin."""
+        async with operation(request, token, "audit.query") as (caller, entry):
+            caller.require("admin")
+            entry.subject_ids = [subject_id] if subject_id else []
+            rows = audit.query(tenant=caller.tenant, subject_id=subject_id, key_id=key_id, operation=operation_name,
+                               since=_iso(since), until=_iso(until), limit=limit, offset=offset)
+            entry.decision = f"{len(rows)} records"
+            return rows
+
+    @audit_routes.get("/v1/audit/verify", response_model=S.AuditVerification, responses=AUTH_ERRORS)
+    async def verify_audit(request: Request, token: Token):
+        """Check the whole hash chain and its HMAC seals; names the first bad record. Scope: admin."""
+        async with operation(request, token, "audit.verify") as (caller, entry):
+            caller.require("admin")
+            result = await anyio.to_thread.run_sync(audit.verify)
+            entry.decision = "intact" if result.ok else f"broken at {result.first_bad_seq}"
+            return result.to_dict()
+
+    for router in (service, faces, cols, subs, search, audit_routes):
         app.include_router(router)
     return app
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(
+        timespec="seconds")
 
 
 def _any(caller: Principal, *scopes: str) -> None:

@@ -166,9 +166,13 @@ class IdentifyResponse(BaseModel):
 
 
 # ------------------------------------------------- bodies that carry images (multipart or JSON base64)
+REFERENCE = Field(None, max_length=256, description="Case or reference number, written to the audit record.")
+
+
 class DetectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str = Field(description="The image: a file in multipart, base64 (or a data: URL) in JSON.")
+    reference: str | None = REFERENCE
 
 
 class CompareBody(BaseModel):
@@ -176,6 +180,7 @@ class CompareBody(BaseModel):
     image_a: str
     image_b: str
     fmr: float = Field(1e-4, gt=0, lt=1, description="Target false-match rate of the decision.")
+    reference: str | None = REFERENCE
 
 
 class EnrollBody(BaseModel):
@@ -186,6 +191,7 @@ class EnrollBody(BaseModel):
     consent_basis: str | None = Field(None, min_length=1, max_length=64)
     consent_reference: str | None = Field(None, max_length=256)
     consent_expires_at: dt.datetime | None = None
+    reference: str | None = REFERENCE
 
 
 class IdentifyBody(BaseModel):
@@ -193,6 +199,7 @@ class IdentifyBody(BaseModel):
     image: str
     top_k: int = Field(5, ge=1, le=100)
     fmr: float | None = Field(None, gt=0, lt=1, description="Target FMR (default: the collection's).")
+    reference: str | None = REFERENCE
 
 
 class VerifyBody(BaseModel):
@@ -200,3 +207,31 @@ class VerifyBody(BaseModel):
     image: str
     fmr: float | None = Field(None, gt=0, lt=1)
     face: int | None = Field(None, ge=0)
+    reference: str | None = REFERENCE
+
+
+class AuditRecordOut(BaseModel):
+    seq: int
+    at: str
+    tenant: str | None
+    key_id: str | None
+    operation: str
+    collection: str | None
+    subject_ids: list[str]
+    scores: list[float]
+    decision: str | None
+    outcome: str
+    purpose: str | None
+    reference: str | None
+    request_id: str | None
+    client: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    records: int
+    checkpoints: int
+    first_bad_seq: int | None
+    reason: str | None

@@ -82,3 +82,37 @@ class ApiKey(Base):
     purpose: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class AuditRecord(Base):
+    """One biometric operation. Records are hash-chained: ``hash`` covers the fields and ``prev_hash``."""
+
+    __tablename__ = "audit_records"
+
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[str] = mapped_column(String(40))  # ISO 8601 UTC, as hashed
+    tenant: Mapped[str | None] = mapped_column(String(128), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    operation: Mapped[str] = mapped_column(String(32), index=True)
+    collection: Mapped[str | None] = mapped_column(String(128))
+    subject_ids: Mapped[list] = mapped_column(JSON)
+    scores: Mapped[list] = mapped_column(JSON)
+    decision: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(64))  # "ok" or the error code of a refusal
+    purpose: Mapped[str | None] = mapped_column(String(512))
+    reference: Mapped[str | None] = mapped_column(String(256))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(128))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """An HMAC seal over the chain up to ``seq``, under a key kept outside the database."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    hmac: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(40))

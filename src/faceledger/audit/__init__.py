@@ -1,0 +1,1 @@
+"""Accountability: a tamper-evident log of every biometric operation."""

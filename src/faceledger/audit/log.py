@@ -1,0 +1,183 @@
+"""The audit log: append-only, hash-chained, sealed by HMAC checkpoints.
+
+Each record carries the SHA-256 of its own fields and of the previous record's hash, so
+editing a field, deleting a record or swapping two breaks the chain at that record. Every
+``checkpoint_every`` records (and on demand) the chain head is sealed with an HMAC under a
+key that is not in the database (``FACELEDGER_AUDIT_KEY``, or a key file under HOME), so
+rewriting the whole chain, or cutting records that a seal covers, is detected too.
+Records hold ids, scores and decisions: never templates or images.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from faceledger.gallery.records import iso
+from faceledger.gallery.schema import AuditCheckpoint, AuditRecord, utcnow
+
+GENESIS = "0" * 64
+FIELDS = ("seq", "at", "tenant", "key_id", "operation", "collection", "subject_ids", "scores", "decision",
+          "outcome", "purpose", "reference", "request_id", "client", "prev_hash")
+
+
+def record_hash(fields: dict) -> str:
+    canonical = json.dumps({k: fields.get(k) for k in FIELDS}, sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _seal(key: bytes, seq: int, head: str) -> str:
+    return hmac.new(key, f"{seq}:{head}".encode(), hashlib.sha256).hexdigest()
+
+
+def load_or_create_key(configured: str | None, home: Path) -> bytes:
+    """The HMAC key: the setting if given, else a key file beside (not inside) the database."""
+    if configured:
+        return configured.encode()
+    path = home / "audit-hmac.key"
+    if not path.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    records: int
+    checkpoints: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "records": self.records, "checkpoints": self.checkpoints,
+                "first_bad_seq": self.first_bad_seq, "reason": self.reason}
+
+
+class AuditLog:
+    def __init__(self, session: sessionmaker[Session], key: bytes, *, checkpoint_every: int = 100,
+                 clock: Callable = utcnow) -> None:
+        self.session = session
+        self.key = key
+        self.checkpoint_every = checkpoint_every
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def append(self, operation: str, *, tenant: str | None = None, key_id: str | None = None,
+               collection: str | None = None, subject_ids: Sequence[str] = (), scores: Sequence[float] = (),
+               decision: str | None = None, outcome: str = "ok", purpose: str | None = None,
+               reference: str | None = None, request_id: str | None = None, client: str | None = None) -> int:
+        """Write one record; returns its sequence number. Safe across threads and processes."""
+        fields = {"at": iso(self.clock()), "tenant": tenant, "key_id": key_id, "operation": operation,
+                  "collection": collection, "subject_ids": [str(s) for s in subject_ids],
+                  "scores": [round(float(x), 6) for x in scores], "decision": decision, "outcome": outcome,
+                  "purpose": purpose, "reference": reference, "request_id": request_id, "client": client}
+        with self._lock:
+            for _ in range(50):  # another process may take the same sequence number first: read again
+                with self.session() as s:
+                    last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
+                                     .limit(1)).first()
+                    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                    row = {**fields, "seq": seq, "prev_hash": prev}
+                    s.add(AuditRecord(**row, hash=record_hash(row)))
+                    if seq % self.checkpoint_every == 0:
+                        s.add(AuditCheckpoint(seq=seq, hash=record_hash(row), hmac=_seal(self.key, seq, record_hash(row)),
+                                              at=fields["at"]))
+                    try:
+                        s.commit()
+                        return seq
+                    except IntegrityError:
+                        s.rollback()
+            raise RuntimeError("could not append to the audit log: too much contention")
+
+    def checkpoint(self) -> dict | None:
+        """Seal the chain head now (e.g. before a backup or at shutdown)."""
+        with self._lock, self.session() as s:
+            last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)).first()
+            if last is None or s.get(AuditCheckpoint, last[0]) is not None:
+                return None
+            s.add(AuditCheckpoint(seq=last[0], hash=last[1], hmac=_seal(self.key, last[0], last[1]),
+                                  at=iso(self.clock())))
+            s.commit()
+            return {"seq": last[0], "hash": last[1]}
+
+    def verify(self) -> Verification:
+        """Check the whole chain and every seal; name the first record that is wrong."""
+        hashes: dict[int, str] = {}
+        count = 0
+        expected, prev = 1, GENESIS
+        with self.session() as s:
+            for r in s.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars():
+                count += 1
+                fields = {k: getattr(r, k) for k in FIELDS}
+                if r.seq != expected:
+                    return Verification(False, count, 0, expected, f"record {expected} is missing")
+                if r.prev_hash != prev:
+                    return Verification(False, count, 0, r.seq, f"record {r.seq} does not follow record {r.seq - 1}")
+                if record_hash(fields) != r.hash:
+                    return Verification(False, count, 0, r.seq, f"record {r.seq} was altered")
+                hashes[r.seq] = r.hash
+                prev, expected = r.hash, expected + 1
+            seals = s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).scalars().all()
+        for c in seals:
+            if not hmac.compare_digest(c.hmac, _seal(self.key, c.seq, c.hash)):
+                return Verification(False, count, len(seals), c.seq, f"the seal at record {c.seq} is not valid")
+            if c.seq not in hashes:
+                return Verification(False, count, len(seals), expected,
+                                    f"records {expected}..{c.seq} are missing (sealed at {c.at})")
+            if hashes[c.seq] != c.hash:
+                return Verification(False, count, len(seals), c.seq, f"record {c.seq} differs from its seal")
+        return Verification(True, count, len(seals))
+
+    def query(self, *, tenant: str | None = None, subject_id: str | None = None, key_id: str | None = None,
+              operation: str | None = None, since: str | None = None, until: str | None = None,
+              limit: int = 1000, offset: int = 0) -> list[dict]:
+        q = select(AuditRecord).order_by(AuditRecord.seq)
+        for column, value in ((AuditRecord.tenant, tenant), (AuditRecord.key_id, key_id),
+                              (AuditRecord.operation, operation)):
+            if value is not None:
+                q = q.where(column == value)
+        if since:
+            q = q.where(AuditRecord.at >= since)
+        if until:
+            q = q.where(AuditRecord.at < until)
+        out = []
+        with self.session() as s:
+            for r in s.execute(q).scalars():
+                if subject_id is not None and subject_id not in r.subject_ids:
+                    continue
+                if offset:
+                    offset -= 1
+                    continue
+                out.append({k: getattr(r, k) for k in (*FIELDS, "hash")})
+                if len(out) >= limit:
+                    break
+        return out
+
+    def export(self, fmt: str, **filters) -> Iterator[str]:
+        rows = self.query(limit=10**9, **filters)
+        if fmt == "jsonl":
+            for r in rows:
+                yield json.dumps(r, ensure_ascii=False) + "\n"
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[*FIELDS, "hash"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "subject_ids": ";".join(r["subject_ids"]),
+                             "scores": ";".join(str(x) for x in r["scores"])})
+        yield buf.getvalue()
