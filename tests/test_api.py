@@ -70,6 +70,7 @@ def service(tmp_path_factory):
     clients = {name: Client(url, k["api_key"]) for name, k in keys.items()}
     clients["anonymous"] = Client(url)
     clients["url"] = url
+    clients["home"] = home
     yield clients
     proc.terminate()
     proc.wait(20)
@@ -246,3 +247,75 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(service, tmp
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-6000:]
     assert "API Operations" in out.stdout
+
+
+def audit_rows(service, **params) -> list[dict]:
+    r = service["admin"].http.get("/v1/audit", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_every_operation_writes_exactly_one_audit_record(cast, people, tmp_path):
+    app, photo = cast["app"], people / "bbt" / "penny" / "penny3.png"
+    app_key = cast["app"].http.headers["authorization"].split()[1].split("_")[1]
+    start = audit_rows(cast, limit=10000)[-1]["seq"]
+
+    from faceledger.audit.log import AuditLog, load_or_create_key
+    from faceledger.gallery.db import default_url, open_database
+
+    whole_log = AuditLog(open_database(default_url(cast["home"]))[1], load_or_create_key(None, cast["home"]))
+
+    def call(expected_op, outcome, fn):  # read the whole log: refusals before authentication have no tenant
+        before = whole_log.query(limit=10**6)[-1]["seq"]
+        try:
+            fn()
+        except ApiError:
+            pass
+        rows = whole_log.query(limit=10**6)
+        rows = [r for r in rows if r["seq"] > before]
+        assert [(r["operation"], r["outcome"]) for r in rows] == [(expected_op, outcome)]
+        return rows[0]
+
+    r = app.http.post("/v1/collections/staff/identify", files={"image": photo.read_bytes()},
+                      data={"reference": "case-42"}, headers={"X-Request-ID": "req-identify-1"})
+    assert r.status_code == 200
+    rows = [x for x in audit_rows(cast, limit=10000) if x["request_id"] == "req-identify-1"]
+    assert len(rows) == 1
+    rec = rows[0]
+    assert rec["operation"] == "identify" and rec["outcome"] == "ok" and rec["reference"] == "case-42"
+    assert rec["key_id"] == app_key and rec["purpose"] == "building access control" and rec["tenant"] == "acme"
+    assert rec["client"] == "127.0.0.1" and rec["collection"] == "staff"
+    assert rec["subject_ids"][0] == "penny" and rec["decision"] == "match:penny" and len(rec["scores"]) >= 1
+
+    call("detect", "ok", lambda: app.detect(photo))
+    call("compare", "ok", lambda: app.compare(photo, people / "bbt" / "penny" / "penny4.png"))
+    call("verify", "ok", lambda: app.verify("staff", "penny", photo))
+    call("identify", "FORBIDDEN", lambda: cast["detect_only"].identify("staff", photo))
+    call("identify", "UNAUTHORIZED", lambda: cast["anonymous"].identify("staff", photo))
+    call("identify", "NOT_FOUND", lambda: cast["other"].identify("no-such-collection", photo))
+    from PIL import Image
+
+    Image.new("RGB", (120, 120), (50, 50, 50)).save(tmp_path / "blank.png")
+    refused = call("enroll", "NO_FACE", lambda: app.enroll("staff", "ghost", [tmp_path / "blank.png"],
+                                                            consent_basis="explicit-consent"))
+    assert refused["subject_ids"] == ["ghost"]
+    app.enroll("staff", "temp", [people / "bbt" / "raj" / "raj1.png"], consent_basis="explicit-consent")
+    erased = call("erase", "ok", lambda: app.delete_subject("staff", "temp"))
+    assert erased["subject_ids"] == ["temp"] and erased["decision"] == "erased 1 faces"
+
+    # a subject-access query: every operation that involved penny
+    penny = audit_rows(cast, subject_id="penny", limit=10000)
+    assert {"identify", "verify"} <= {r["operation"] for r in penny}
+    # records hold ids, scores and decisions, never templates or images
+    for row in audit_rows(cast, limit=10000):
+        assert set(row) == {"seq", "at", "tenant", "key_id", "operation", "collection", "subject_ids", "scores",
+                            "decision", "outcome", "purpose", "reference", "request_id", "client", "prev_hash",
+                            "hash"}
+        assert all(len(str(v)) < 600 for v in row.values())
+        assert len(row["scores"]) <= 100
+    assert audit_rows(cast, limit=10000)[-1]["seq"] > start
+    verified = cast["admin"].http.get("/v1/audit/verify").json()
+    assert verified["ok"] is True and verified["records"] > 20
+    # the other tenant sees none of acme's records
+    other_rows = cast["other"].http.get("/v1/audit", params={"subject_id": "penny"}).json()
+    assert other_rows == []
