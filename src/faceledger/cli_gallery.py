@@ -257,6 +257,26 @@ def index_rebuild(collection: str) -> None:
         out(g.rebuild_index(collection))
 
 
+templates_app = typer.Typer(help="Templates at rest: encryption key rotation.", no_args_is_help=True)
+
+
+@templates_app.command("rekey")
+def templates_rekey() -> None:
+    """Re-encrypt every template from FACELEDGER_TEMPLATE_KEY (empty: clear) to FACELEDGER_NEW_TEMPLATE_KEY.
+
+    With no new key set, templates are decrypted and stored in the clear. Afterwards, start
+    faceledger with FACELEDGER_TEMPLATE_KEY set to the new key.
+    """
+    import os
+
+    from faceledger.gallery.crypto import parse_key
+
+    with gallery() as g, audited_op(g, "templates.rekey") as entry:
+        count = g.rekey(parse_key(os.environ.get("FACELEDGER_NEW_TEMPLATE_KEY")))
+        entry.decision = f"re-encrypted {count} templates"
+        out({"templates": count, "encrypted": g.cipher.enabled})
+
+
 audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.", no_args_is_help=True)
 
 
@@ -307,6 +327,7 @@ def audit_checkpoint() -> None:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
+    app.add_typer(templates_app, name="templates")
     app.add_typer(collections_app, name="collections")
     app.add_typer(subjects_app, name="subjects")
     app.add_typer(index_app, name="index")

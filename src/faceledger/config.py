@@ -43,6 +43,8 @@ class Settings(BaseSettings):
 
     # accountability
     audit_key: str | None = Field(None, description="HMAC key sealing the audit log; default: a key file HOME/audit-hmac.key.")
+    template_key: str | None = Field(None, description="AES-256 key (base64 or hex) encrypting templates at rest.")
+    audit_enabled: bool = Field(True, description="Only for measuring the log's cost (bench_load --no-audit); never off in use.")
     audit_checkpoint_every: int = Field(100, ge=1, description="Seal the audit chain every this many records.")
 
     # input limits

@@ -58,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = KeyStore(gallery.session)
     audit = AuditLog(gallery.session, load_or_create_key(settings.audit_key, settings.home),
                      checkpoint_every=settings.audit_checkpoint_every)
+    audit.enabled = settings.audit_enabled
+    if not audit.enabled:
+        log.warning("THE AUDIT LOG IS OFF (FACELEDGER_AUDIT_ENABLED=false): operations are not recorded")
     pool = InferencePool(settings.workers, settings.max_queue, settings.queue_timeout)
     limiter = RateLimiter(settings.identify_per_minute)
     metrics = Metrics()

@@ -49,6 +49,8 @@ def audited(log: AuditLog, operation: str, actor: Actor, *, collection: str | No
         outcome = "INTERNAL"
         raise
     finally:
-        log.append(operation, tenant=entry.tenant, key_id=entry.key_id, collection=entry.collection,
-                   subject_ids=entry.subject_ids, scores=entry.scores, decision=entry.decision, outcome=outcome,
-                   purpose=entry.purpose, reference=entry.reference, request_id=actor.request_id, client=actor.client)
+        if log.enabled:
+                log.append(operation, tenant=entry.tenant, key_id=entry.key_id, collection=entry.collection,
+                       subject_ids=entry.subject_ids, scores=entry.scores, decision=entry.decision, outcome=outcome,
+                       purpose=entry.purpose, reference=entry.reference, request_id=actor.request_id,
+                       client=actor.client)

@@ -75,6 +75,7 @@ class AuditLog:
         self.key = key
         self.checkpoint_every = checkpoint_every
         self.clock = clock
+        self.enabled = True
         self._lock = threading.Lock()
 
     def append(self, operation: str, *, tenant: str | None = None, key_id: str | None = None,

@@ -102,24 +102,32 @@ class FaissIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def save(self, path: Path, meta: dict) -> None:
-        """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    def save(self, path: Path, meta: dict, cipher=None) -> None:
+        """Write atomically (a crash leaves the old file or the new one); encrypted when ``cipher`` has a key."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with self._lock:
-            faiss.write_index(self.index, str(tmp))
-            meta = {**meta, "kind": self.kind, "count": len(self), "dim": self.dim}
+            data = faiss.serialize_index(self.index).tobytes()
+            meta = {**meta, "kind": self.kind, "count": len(self), "dim": self.dim,
+                    "encrypted": bool(cipher and cipher.enabled)}
+        tmp.write_bytes(cipher.seal(data, b"index") if cipher is not None else data)
         os.replace(tmp, path)
         path.with_suffix(".json").write_text(json.dumps(meta))
 
     @classmethod
-    def load(cls, path: Path, probe_fraction: float) -> tuple[FaissIndex, dict] | None:
+    def load(cls, path: Path, probe_fraction: float, cipher=None) -> tuple[FaissIndex, dict] | None:
         meta_path = path.with_suffix(".json")
         if not path.is_file() or not meta_path.is_file():
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            return cls(faiss.read_index(str(path)), meta["kind"], probe_fraction), meta
+            if meta.get("encrypted") != bool(cipher and cipher.enabled):
+                return None  # written under another key setting: rebuild from the database
+            data = path.read_bytes()
+            if cipher is not None:
+                data = cipher.open(data, b"index")
+            index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+            return cls(index, meta["kind"], probe_fraction), meta
         except (RuntimeError, ValueError, KeyError):
             return None  # unreadable: the caller rebuilds from the database
 

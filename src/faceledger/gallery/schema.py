@@ -116,3 +116,23 @@ class AuditCheckpoint(Base):
     hash: Mapped[str] = mapped_column(String(64))
     hmac: Mapped[str] = mapped_column(String(64))
     at: Mapped[str] = mapped_column(String(40))
+
+
+class Meta(Base):
+    """Facts about the database itself (e.g. the template key check value)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))
+
+
+class TenantPolicy(Base):
+    """Guardrails against bulk surveillance, per tenant."""
+
+    __tablename__ = "tenant_policies"
+
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    identify_per_hour: Mapped[int | None] = mapped_column(default=None)  # per key
+    max_faces_per_search: Mapped[int | None] = mapped_column(default=None)
+    human_review: Mapped[bool] = mapped_column(default=False)  # candidates only, no match decision

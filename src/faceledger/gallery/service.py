@@ -24,10 +24,11 @@ from faceledger.config import Settings, get_settings
 from faceledger.errors import (AlreadyExists, ConsentRequired, EnrollmentRefused, IncompatibleTemplates,
                                InvalidArgument, ManyFaces, NoFace, NotFound)
 from faceledger.gallery.db import default_url, open_database
+from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery.index import FaissIndex, reconcile
 from faceledger.gallery.records import (Candidate, CollectionInfo, Consent, ErasureReceipt, FaceInfo,
                                         IdentifyResult, ProbeResult, SubjectInfo, iso)
-from faceledger.gallery.schema import Collection, Face, Subject, utcnow
+from faceledger.gallery.schema import Collection, Face, Meta, Subject, utcnow
 from faceledger.imaging import ImageInput
 from faceledger.matching.calibration import Calibration, NotCalibrated, load_calibration
 from faceledger.matching.compare import Comparison, decide
@@ -44,6 +45,8 @@ class Gallery:
         self.settings = settings or get_settings()
         self.engine = engine or FaceEngine(self.settings)
         self.db, self.session = open_database(self.settings.database_url or default_url(self.settings.home))
+        self.cipher = TemplateCipher(parse_key(self.settings.template_key))
+        self._check_template_key()
         self.index_dir = self.settings.home / "index"
         self._indexes: dict[int, FaissIndex] = {}
         self._dirty: set[int] = set()
@@ -51,6 +54,35 @@ class Gallery:
         self._calibration: Calibration | None = None
 
     # ------------------------------------------------------------------ lifecycle
+    def _check_template_key(self) -> None:
+        """A wrong or missing template key stops start-up with a clear error, never gives wrong answers."""
+        with self.session() as s:
+            row = s.get(Meta, "template_key_check")
+            if row is None:
+                has_faces = s.scalar(select(func.count()).select_from(Face)) > 0
+                row = Meta(key="template_key_check", value="none" if has_faces else self.cipher.check_value())
+                s.add(row)
+                s.commit()
+            self.cipher.verify_check(row.value)
+
+    def rekey(self, new_key: bytes | None) -> int:
+        """Re-encrypt every template under ``new_key`` (None: store in the clear), in one transaction."""
+        new = TemplateCipher(new_key)
+        with self.session() as s:
+            faces = s.scalars(select(Face)).all()
+            for f in faces:
+                f.template = new.pack(self.cipher.unpack(f.template))
+            s.merge(Meta(key="template_key_check", value=new.check_value()))
+            s.commit()
+        self.cipher = new
+        with self._lock:
+            for path in self.index_dir.glob("collection-*"):
+                path.unlink()
+            self._indexes.clear()
+            self._dirty.clear()
+        self._purge_freed_pages()
+        return len(faces)
+
     def startup(self) -> dict[str, dict]:
         """Load every collection's index and check it against the database; returns what was repaired."""
         report = {}
@@ -65,7 +97,7 @@ class Gallery:
         with self._lock:
             for cid in list(self._dirty):
                 if cid in self._indexes:
-                    self._indexes[cid].save(self._index_path(cid), {"collection_id": cid})
+                    self._indexes[cid].save(self._index_path(cid), {"collection_id": cid}, self.cipher)
             self._dirty.clear()
         self.db.dispose()
 
@@ -269,7 +301,7 @@ class Gallery:
                 if row is None and "template" not in p:  # was enrolled when we looked, erased since
                     raise AlreadyExists("the subject changed during this enrolment; send it again")
                 if row is None:
-                    row = Face(subject_id=subject.id, collection_id=c.id, template=_pack(p["template"]),
+                    row = Face(subject_id=subject.id, collection_id=c.id, template=self.cipher.pack(p["template"]),
                                model_id=self.engine.model_id, quality=p["quality"], image_sha256=p["sha"],
                                box=p["box"], crop=p["crop"])
                     s.add(row)
@@ -320,7 +352,7 @@ class Gallery:
                     known.update(s.execute(select(Subject.external_id, Subject.id).where(
                         Subject.collection_id == cid, Subject.external_id.in_(new))).all())
                 first = (s.scalar(select(func.max(Face.id))) or 0) + 1
-                rows = [{"id": first + i, "subject_id": known[e], "collection_id": cid, "template": _pack(v),
+                rows = [{"id": first + i, "subject_id": known[e], "collection_id": cid, "template": self.cipher.pack(v),
                          "model_id": self.engine.model_id, "quality": {}, "image_sha256": h, "box": [],
                          "enrolled_at": now}
                         for i, (e, v, h) in enumerate(zip(ids, vecs, image_hashes[start : start + chunk]))]
@@ -406,7 +438,8 @@ class Gallery:
             c = self._collection(s, collection, tenant)
             self._check_model(c)
             subject = self._subject(s, c, subject_id)
-            templates = [_unpack(t) for t in s.scalars(select(Face.template).where(Face.subject_id == subject.id))]
+            templates = [self.cipher.unpack(t) for t in
+                         s.scalars(select(Face.template).where(Face.subject_id == subject.id))]
             fmr = target_fmr or c.target_fmr
         if not templates:
             raise NotFound(f"subject '{subject_id}' has no enrolled face", subject_id=subject_id)
@@ -427,7 +460,7 @@ class Gallery:
             cid = self._collection(s, collection, tenant).id
         with self._lock:
             self._indexes[cid] = self._build(cid)
-            self._indexes[cid].save(self._index_path(cid), {"collection_id": cid})
+            self._indexes[cid].save(self._index_path(cid), {"collection_id": cid}, self.cipher)
             self._dirty.discard(cid)
             return {"kind": self._indexes[cid].kind, "count": len(self._indexes[cid])}
 
@@ -448,7 +481,7 @@ class Gallery:
     def _load_index(self, cid: int) -> dict:
         """Load the persisted index (or build one) and reconcile it with the database."""
         with self._lock:
-            loaded = FaissIndex.load(self._index_path(cid), self.settings.ivf_probe_fraction)
+            loaded = FaissIndex.load(self._index_path(cid), self.settings.ivf_probe_fraction, self.cipher)
             if loaded is None or loaded[0].dim != self._dim():
                 self._indexes[cid] = self._build(cid)
                 self._dirty.add(cid)
@@ -481,7 +514,9 @@ class Gallery:
             for start in range(0, len(ids), 5000):
                 chunk = [int(i) for i in ids[start : start + 5000]]
                 out.update(s.execute(select(Face.id, Face.template).where(Face.id.in_(chunk))).all())
-        return np.stack([_unpack(out[int(i)]) for i in ids]) if len(ids) else np.zeros((0, self._dim()), np.float32)
+        if not len(ids):
+            return np.zeros((0, self._dim()), np.float32)
+        return np.stack([self.cipher.unpack(out[int(i)]) for i in ids])
 
     def _all_vectors(self, cid: int) -> tuple[np.ndarray, np.ndarray]:
         ids, vecs = [], []
@@ -490,7 +525,7 @@ class Gallery:
                 text("SELECT id, template FROM faces WHERE collection_id = :c ORDER BY id"), {"c": cid})
             for fid, blob in result:
                 ids.append(fid)
-                vecs.append(blob)
+                vecs.append(self.cipher.open(blob))
         dim = self._dim()
         matrix = np.frombuffer(b"".join(vecs), np.float32).reshape(-1, dim) if vecs else np.zeros((0, dim), np.float32)
         return np.array(ids, np.int64), matrix
@@ -558,14 +593,6 @@ class Gallery:
             face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), True) for f in rows]
         return SubjectInfo(subject.external_id, subject.display_name, dict(subject.meta or {}), consent,
                            iso(subject.created_at), face_infos)
-
-
-def _pack(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, np.float32).tobytes()
-
-
-def _unpack(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, np.float32)
 
 
 def _boxes(analysis: FaceAnalysis) -> list[list[float]]:

@@ -1,0 +1,70 @@
+"""Templates at rest under AES-GCM: no clear template bytes in the database, search still works,
+a wrong or missing key stops start-up, and keys rotate."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import numpy as np
+import pytest
+
+from faceledger.gallery.crypto import TemplateKeyError
+from faceledger.gallery.records import Consent
+from faceledger.gallery.service import Gallery
+
+KEY = base64.b64encode(os.urandom(32)).decode()
+NEW_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+def stored_bytes(home) -> bytes:
+    return b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file() and "cache" not in p.parts)
+
+
+def test_encrypted_gallery(settings, engine, people, tmp_path):
+    home = tmp_path / "home"
+    secure = settings.model_copy(update={"home": home, "template_key": KEY})
+    g = Gallery(secure, engine)
+    g.create_collection("vault")
+    for name in ("amy", "howard", "penny"):
+        g.enroll("vault", name, [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)],
+                 consent=Consent("explicit-consent"))
+    templates = [engine.analyze(people / "bbt" / n / f"{n}{i}.png").templates[0]
+                 for n in ("amy", "howard", "penny") for i in (1, 2)]
+    assert g.identify("vault", people / "bbt" / "penny" / "penny3.png").faces[0].subject_id == "penny"
+    g.close()
+    raw = stored_bytes(home)  # database, WAL, persisted index
+    for t in templates:
+        clear = np.asarray(t, np.float32).tobytes()
+        assert clear not in raw and clear[:32] not in raw and clear[-32:] not in raw
+
+    again = Gallery(secure, engine)  # restart: the encrypted persisted index loads
+    assert again.startup()["vault"]["source"] == "loaded"
+    assert again.identify("vault", people / "bbt" / "amy" / "amy3.png").faces[0].subject_id == "amy"
+    again.close()
+
+    for wrong in (base64.b64encode(os.urandom(32)).decode(), None):
+        with pytest.raises(TemplateKeyError):
+            Gallery(settings.model_copy(update={"home": home, "template_key": wrong}), engine)
+
+    # rotation: re-encrypt under a new key; the old key then stops working
+    rotating = Gallery(secure, engine)
+    assert rotating.rekey(base64.b64decode(NEW_KEY)) == 6
+    rotating.close()
+    with pytest.raises(TemplateKeyError):
+        Gallery(secure, engine)
+    rotated = Gallery(settings.model_copy(update={"home": home, "template_key": NEW_KEY}), engine)
+    assert rotated.identify("vault", people / "bbt" / "howard" / "howard3.png").faces[0].subject_id == "howard"
+    rotated.close()
+
+
+def test_key_set_on_a_clear_database_is_refused(settings, engine, people, tmp_path):
+    home = tmp_path / "clear"
+    g = Gallery(settings.model_copy(update={"home": home}), engine)
+    g.create_collection("c", require_consent=False)
+    g.enroll("c", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    g.close()
+    with pytest.raises(TemplateKeyError, match="rekey"):
+        Gallery(settings.model_copy(update={"home": home, "template_key": KEY}), engine)
+    with pytest.raises(TemplateKeyError):
+        Gallery(settings.model_copy(update={"home": home, "template_key": "short"}), engine)
