@@ -123,6 +123,7 @@ def test_enrol_identify_unknown_erase(cast, people):
     assert app.identify("staff", probe)["faces"][0]["subject_id"] == "stuart"
     receipt = app.delete_subject("staff", "stuart")
     assert receipt["subject_ids"] == ["stuart"] and receipt["faces_deleted"] == 1
+    assert isinstance(receipt["audit_seq"], int)  # the receipt names its audit record
     after = app.identify("staff", probe)["faces"][0]
     assert "stuart" not in [c["subject_id"] for c in after["candidates"]] and after["decision"] == "unknown"
     with pytest.raises(ApiError) as info:

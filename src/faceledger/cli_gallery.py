@@ -277,6 +277,50 @@ def templates_rekey() -> None:
         out({"templates": count, "encrypted": g.cipher.enabled})
 
 
+retention_app = typer.Typer(help="Erase what is due: expired consent, lapsed retention.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Per-tenant guardrails against bulk surveillance.", no_args_is_help=True)
+
+
+@retention_app.command("run")
+def retention_run(
+    now: Annotated[Optional[dt.datetime], typer.Option(help="Act as if it were this time (UTC); default: now.")] = None,
+) -> None:
+    """Erase subjects whose consent has expired or whose collection's retention has lapsed (each audited)."""
+    from faceledger.audit.retention import run_retention
+    from faceledger.gallery.schema import utcnow
+
+    when = utcnow() if now is None else (now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc))
+    with gallery() as g:
+        receipts = run_retention(g, g.audit, when)
+        out(receipts)
+        console.print(f"erased {len(receipts)} subjects")
+
+
+@tenants_app.command("set")
+def tenants_set(
+    tenant: str,
+    identify_per_hour: Annotated[Optional[int], typer.Option(help="Identifications per key per hour.")] = None,
+    max_faces_per_search: Annotated[Optional[int], typer.Option(help="Faces searched per image.")] = None,
+    human_review: Annotated[Optional[bool], typer.Option("--human-review/--no-human-review",
+                                                         help="Return candidates without a match decision.")] = None,
+) -> None:
+    """Set a tenant's guardrails (options left out keep their value)."""
+    changes = {k: v for k, v in {"identify_per_hour": identify_per_hour, "max_faces_per_search": max_faces_per_search,
+                                 "human_review": human_review}.items() if v is not None}
+    with gallery() as g, audited_op(g, "tenant.policy") as entry:
+        entry.tenant = tenant
+        result = g.set_tenant_policy(tenant, **changes)
+        entry.decision = json.dumps(result)
+        out(result)
+
+
+@tenants_app.command("show")
+def tenants_show(tenant: str) -> None:
+    """Show a tenant's guardrails."""
+    with gallery() as g:
+        out(g.set_tenant_policy(tenant))
+
+
 audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.", no_args_is_help=True)
 
 
@@ -328,6 +372,8 @@ def audit_checkpoint() -> None:
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
     app.add_typer(templates_app, name="templates")
+    app.add_typer(retention_app, name="retention")
+    app.add_typer(tenants_app, name="tenants")
     app.add_typer(collections_app, name="collections")
     app.add_typer(subjects_app, name="subjects")
     app.add_typer(index_app, name="index")

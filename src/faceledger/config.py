@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     audit_key: str | None = Field(None, description="HMAC key sealing the audit log; default: a key file HOME/audit-hmac.key.")
     template_key: str | None = Field(None, description="AES-256 key (base64 or hex) encrypting templates at rest.")
     audit_enabled: bool = Field(True, description="Only for measuring the log's cost (bench_load --no-audit); never off in use.")
+    retention_interval: float = Field(3600.0, gt=0, description="Seconds between the service's retention runs.")
     audit_checkpoint_every: int = Field(100, ge=1, description="Seal the audit chain every this many records.")
 
     # input limits

@@ -15,7 +15,7 @@ import uuid
 from contextlib import asynccontextmanager as _acm
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,7 +26,7 @@ from faceledger import __version__
 from faceledger.access.keys import KeyStore, Principal
 from faceledger.api import schemas as S
 from faceledger.api.inputs import openapi_body, parse_body
-from faceledger.api.runtime import InferencePool, Metrics, RateLimiter
+from faceledger.api.runtime import HourlyQuota, InferencePool, Metrics, RateLimiter
 from faceledger.audit.context import Actor, Entry, audited
 from faceledger.audit.log import AuditLog, load_or_create_key
 from faceledger.config import Settings, get_settings
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("THE AUDIT LOG IS OFF (FACELEDGER_AUDIT_ENABLED=false): operations are not recorded")
     pool = InferencePool(settings.workers, settings.max_queue, settings.queue_timeout)
     limiter = RateLimiter(settings.identify_per_minute)
+    hourly = HourlyQuota()
     metrics = Metrics()
 
     @asynccontextmanager
@@ -70,9 +71,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.load()  # a missing or corrupt model fails at start-up, naming the file
         report = gallery.startup()  # the index is checked against the database before serving
         log.info("gallery index check: %s", report)
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(retention_loop)
+            yield
+            tasks.cancel_scope.cancel()
         audit.checkpoint()
         gallery.close()
+
+    async def retention_loop() -> None:
+        """Erase what is due (expired consent, lapsed retention) at start-up and then on schedule."""
+        from faceledger.audit.retention import run_retention
+        from faceledger.gallery.schema import utcnow
+
+        while True:
+            try:
+                erased = await pool.run(lambda: run_retention(gallery, audit, utcnow()))
+                if erased:
+                    log.info("retention erased %d subjects", len(erased))
+            except Exception:  # keep serving; the next round tries again
+                log.exception("retention run failed")
+            await anyio.sleep(settings.retention_interval)
 
     app = FastAPI(title="faceledger", version=__version__, lifespan=lifespan,
                   description="Accountable face recognition: detection, 1:1 verification with calibrated FMR, "
@@ -227,7 +245,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             caller.require("admin")
             receipt = gallery.delete_collection(collection, caller.tenant)
             entry.subject_ids, entry.decision = receipt.subject_ids, f"erased {len(receipt.face_ids)} faces"
-            return receipt.to_dict()
+            return {**receipt.to_dict(), "audit_seq": entry.flush()}
 
     # ------------------------------------------------------------------ subjects
     subs = APIRouter(tags=["subjects"])
@@ -247,7 +265,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @subs.get("/v1/collections/{collection}/subjects", response_model=list[S.SubjectOut],
               responses=AUTH_ERRORS | _errors(404))
     async def list_subjects(collection: str, token: Token, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                            offset: Annotated[int, Query(ge=0)] = 0):
+                            offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
         caller = keys.authenticate(token)
         caller.require("enroll")
         return [s.to_dict() for s in gallery.list_subjects(collection, tenant=caller.tenant, limit=limit,
@@ -270,7 +288,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             entry.subject_ids = [subject_id]
             receipt = gallery.delete_subject(collection, subject_id, tenant=caller.tenant)
             entry.decision = f"erased {len(receipt.face_ids)} faces"
-            return receipt.to_dict()
+            return {**receipt.to_dict(), "audit_seq": entry.flush()}
 
     @subs.post("/v1/collections/{collection}/subjects/{subject_id}/faces", response_model=S.SubjectOut,
                status_code=201, responses=AUTH_ERRORS | _errors(404, 409, 413, 415),
@@ -304,13 +322,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @subs.delete("/v1/collections/{collection}/subjects/{subject_id}/faces/{face_id}",
                  response_model=S.ErasureReceipt, responses=AUTH_ERRORS | _errors(404))
-    async def delete_face(collection: str, subject_id: str, face_id: int, request: Request, token: Token):
+    async def delete_face(collection: str, subject_id: str, face_id: Annotated[int, Path(ge=1, le=2**62)],
+                          request: Request, token: Token):
         async with operation(request, token, "erase", collection) as (caller, entry):
             caller.require("enroll")
             entry.subject_ids = [subject_id]
             receipt = gallery.delete_face(collection, subject_id, face_id, tenant=caller.tenant)
             entry.decision = "erased 1 face"
-            return receipt.to_dict()
+            return {**receipt.to_dict(), "audit_seq": entry.flush()}
 
     # ------------------------------------------------------------------ search
     search = APIRouter(tags=["search"])
@@ -322,14 +341,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with operation(request, token, "identify", collection) as (caller, entry):
             caller.require("identify")
             limiter.take(caller.key_id)
+            policy = gallery.tenant_policy(caller.tenant)
+            if policy.identify_per_hour:
+                hourly.take(caller.key_id, policy.identify_per_hour)
             params, images = await body(request, S.IdentifyBody)
             entry.reference = params.reference
-            result = await pool.run(lambda: gallery.identify(collection, images["image"], tenant=caller.tenant,
-                                                             top_k=params.top_k, target_fmr=params.fmr))
+            result = await pool.run(lambda: gallery.identify(
+                collection, images["image"], tenant=caller.tenant, top_k=params.top_k, target_fmr=params.fmr,
+                max_faces=policy.max_faces_per_search, human_review=policy.human_review))
             metrics.faces.labels("identify").inc(len(result.faces))
             entry.subject_ids = [c.subject_id for f in result.faces for c in f.candidates]
             entry.scores = [c.similarity for f in result.faces for c in f.candidates]
-            entry.decision = ",".join(f"match:{f.subject_id}" if f.subject_id else "unknown" for f in result.faces)
+            entry.decision = ",".join(f"match:{f.subject_id}" if f.subject_id else f.decision for f in result.faces)
             return result.to_dict()
 
     @search.post("/v1/collections/{collection}/subjects/{subject_id}/verify", response_model=S.VerifyResponse,
@@ -359,7 +382,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                           since: Annotated[dt.datetime | None, Query()] = None,
                           until: Annotated[dt.datetime | None, Query()] = None,
                           limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-                          offset: Annotated[int, Query(ge=0)] = 0):
+                          offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
         """This tenant's audit records, by subject (a subject-access query), key, operation, time. Scope: admin."""
         async with operation(request, token, "audit.query") as (caller, entry):
             caller.require("admin")

@@ -73,6 +73,24 @@ class RateLimiter:
             self._buckets[key] = (tokens - 1, now)
 
 
+class HourlyQuota:
+    """At most N identifications per key in any clock hour (a tenant guardrail against bulk searching)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, per_hour: int) -> None:
+        hour = int(time.time() // 3600)
+        with self._lock:
+            used = self._counts.get((key, hour), 0)
+            if used >= per_hour:
+                raise RateLimited(f"this key's quota of {per_hour} identifications per hour is used up",
+                                  retry_after_s=3600 - time.time() % 3600, quota=per_hour)
+            self._counts = {k: v for k, v in self._counts.items() if k[1] == hour}
+            self._counts[(key, hour)] = used + 1
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

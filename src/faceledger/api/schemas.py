@@ -138,6 +138,7 @@ class ErasureReceipt(BaseModel):
     face_ids: list[int]
     faces_deleted: int
     erased_at: str
+    audit_seq: int | None = Field(None, description="The audit record of this erasure.")
 
 
 class CandidateOut(BaseModel):
@@ -146,13 +147,13 @@ class CandidateOut(BaseModel):
     similarity: float
     fmr: float
     fmr_is_upper_bound: bool
-    match: bool
+    match: bool | None = Field(description="Above the threshold; null when the tenant requires human review.")
 
 
 class ProbeOut(BaseModel):
     box: list[float]
     quality: QualityOut
-    decision: Literal["match", "unknown"]
+    decision: Literal["match", "unknown", "review"]
     subject_id: str | None
     candidates: list[CandidateOut]
 

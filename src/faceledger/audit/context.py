@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -33,12 +33,24 @@ class Entry:
     subject_ids: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     decision: str | None = None
+    seq: int | None = None  # set once the record is written
+    flush: Callable[[], int | None] = lambda: None  # write the record now (e.g. to put its id in a receipt)
 
 
 @contextmanager
 def audited(log: AuditLog, operation: str, actor: Actor, *, collection: str | None = None,
             reference: str | None = None) -> Iterator[Entry]:
     entry = Entry(actor.tenant, actor.key_id, actor.purpose, collection, reference)
+
+    def write(outcome: str) -> int | None:
+        if entry.seq is None and log.enabled:
+            entry.seq = log.append(operation, tenant=entry.tenant, key_id=entry.key_id, collection=entry.collection,
+                                   subject_ids=entry.subject_ids, scores=entry.scores, decision=entry.decision,
+                                   outcome=outcome, purpose=entry.purpose, reference=entry.reference,
+                                   request_id=actor.request_id, client=actor.client)
+        return entry.seq
+
+    entry.flush = lambda: write("ok")
     outcome = "ok"
     try:
         yield entry
@@ -49,8 +61,4 @@ def audited(log: AuditLog, operation: str, actor: Actor, *, collection: str | No
         outcome = "INTERNAL"
         raise
     finally:
-        if log.enabled:
-                log.append(operation, tenant=entry.tenant, key_id=entry.key_id, collection=entry.collection,
-                       subject_ids=entry.subject_ids, scores=entry.scores, decision=entry.decision, outcome=outcome,
-                       purpose=entry.purpose, reference=entry.reference, request_id=actor.request_id,
-                       client=actor.client)
+        write(outcome)

@@ -80,7 +80,7 @@ class Candidate:
     similarity: float
     fmr: float
     fmr_is_upper_bound: bool
-    match: bool
+    match: bool | None  # None under human review: the service makes no decision
 
     def to_dict(self) -> dict:
         return {**asdict(self), "similarity": round(self.similarity, 6)}
@@ -92,7 +92,7 @@ class ProbeResult:
 
     box: list[float]
     quality: dict
-    decision: str  # "match" or "unknown"
+    decision: str  # "match", "unknown", or "review" when the tenant requires human review
     subject_id: str | None  # the matched subject when decision == "match"
     candidates: list[Candidate]
 

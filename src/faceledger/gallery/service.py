@@ -28,7 +28,7 @@ from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery.index import FaissIndex, reconcile
 from faceledger.gallery.records import (Candidate, CollectionInfo, Consent, ErasureReceipt, FaceInfo,
                                         IdentifyResult, ProbeResult, SubjectInfo, iso)
-from faceledger.gallery.schema import Collection, Face, Meta, Subject, utcnow
+from faceledger.gallery.schema import Collection, Face, Meta, Subject, TenantPolicy, utcnow
 from faceledger.imaging import ImageInput
 from faceledger.matching.calibration import Calibration, NotCalibrated, load_calibration
 from faceledger.matching.compare import Comparison, decide
@@ -374,7 +374,8 @@ class Gallery:
 
     # ------------------------------------------------------------------ search
     def identify(self, collection: str, image: ImageInput, *, tenant: str = "default", top_k: int = 5,
-                 target_fmr: float | None = None, max_faces: int | None = None) -> IdentifyResult:
+                 target_fmr: float | None = None, max_faces: int | None = None,
+                 human_review: bool = False) -> IdentifyResult:
         """1:N for every face of the probe (largest first): top-k subjects and an open-set decision.
 
         An image without a face gives an empty ``faces`` list; an empty collection gives
@@ -397,7 +398,12 @@ class Gallery:
                 candidates = []
                 for subject_id, name, sim in per_face[i]:
                     f, bound = self.calibration.fmr(sim)
-                    candidates.append(Candidate(subject_id, name, sim, f, bound, sim >= threshold))
+                    candidates.append(Candidate(subject_id, name, sim, f, bound,
+                                                None if human_review else sim >= threshold))
+                if human_review:  # candidates for a person to judge; the service decides nothing
+                    results.append(ProbeResult(_boxes(analysis)[i], analysis.quality[i].to_dict(), "review", None,
+                                               candidates))
+                    continue
                 top = candidates[0] if candidates and candidates[0].match else None
                 results.append(ProbeResult(_boxes(analysis)[i], analysis.quality[i].to_dict(),
                                            "match" if top else "unknown", top.subject_id if top else None,
@@ -446,6 +452,37 @@ class Gallery:
         analysis, i = self.engine.single_face(image, face=face)
         score = float(np.max(np.stack(templates) @ analysis.templates[i]))
         return decide(score, self.calibration, fmr)
+
+    # ------------------------------------------------------------------ guardrails
+    def tenant_policy(self, tenant: str) -> TenantPolicy:
+        with self.session() as s:
+            return s.get(TenantPolicy, tenant) or TenantPolicy(tenant=tenant, identify_per_hour=None,
+                                                                max_faces_per_search=None, human_review=False)
+
+    def set_tenant_policy(self, tenant: str, **changes) -> dict:
+        with self.session() as s:
+            policy = s.get(TenantPolicy, tenant) or TenantPolicy(tenant=tenant, human_review=False)
+            for k, v in changes.items():
+                setattr(policy, k, v)
+            s.merge(policy)
+            s.commit()
+        p = self.tenant_policy(tenant)
+        return {"tenant": tenant, "identify_per_hour": p.identify_per_hour,
+                "max_faces_per_search": p.max_faces_per_search, "human_review": p.human_review}
+
+    # ------------------------------------------------------------------ retention
+    def retention_due(self, now: dt.datetime) -> list[tuple[str, str, str, str]]:
+        """(tenant, collection, subject id, reason) for subjects whose consent expired or retention lapsed."""
+        due = []
+        with self.session() as s:
+            rows = s.execute(select(Collection.tenant, Collection.name, Collection.retention_days, Subject.external_id,
+                                    Subject.created_at, Subject.consent_expires_at).join(Subject)).all()
+        for tenant, name, days, ext, created, expires in rows:
+            if expires is not None and _aware(expires) <= now:
+                due.append((tenant, name, ext, "consent expired"))
+            elif days is not None and _aware(created) + dt.timedelta(days=days) <= now:
+                due.append((tenant, name, ext, f"retention of {days} days lapsed"))
+        return due
 
     # ------------------------------------------------------------------ index upkeep
     def check_index(self, collection: str, tenant: str = "default") -> dict:
