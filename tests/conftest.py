@@ -7,6 +7,7 @@ where the data is always present and a missing folder fails the run.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ def _data_dir() -> Path:
 
 
 DATA_DIR = _data_dir()
+# one embedding cache for the whole run (subprocesses inherit it): LFW is embedded once, not once per test
+os.environ.setdefault("FACELEDGER_CACHE", tempfile.mkdtemp(prefix="faceledger-test-cache-"))
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +44,7 @@ def people(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("home"), data_dir=DATA_DIR)
+    return Settings(home=tmp_path_factory.mktemp("home"), data_dir=DATA_DIR, cache=Path(os.environ["FACELEDGER_CACHE"]))
 
 
 @pytest.fixture(scope="session")

@@ -320,3 +320,6 @@ def test_every_operation_writes_exactly_one_audit_record(cast, people, tmp_path)
     # the other tenant sees none of acme's records
     other_rows = cast["other"].http.get("/v1/audit", params={"subject_id": "penny"}).json()
     assert other_rows == []
+    missing = cast["admin"].http.get("/v1/report")  # no report generated in this home yet
+    assert missing.status_code == 404 and "faceledger report" in missing.json()["error"]["message"]
+    assert cast["app"].http.get("/v1/report").status_code == 403

@@ -260,6 +260,29 @@ def eval_lfw_identify(
     console.print(f"wrote {out / f'lfw-identify-{profile}.json'} and .png")
 
 
+@app.command()
+def report(
+    profile: ProfileOpt = None, data: DataOpt = None,
+    fmr: Annotated[str, typer.Option(help="Target FMRs, comma-separated.")] = "1e-3,1e-4",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for index.html and report.json.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes (default: one per core).")] = None,
+) -> None:
+    """Accuracy and fairness report: verification, identification, per-group error rates, model card."""
+    from faceledger.evaluation.report import build_report
+
+    settings = _settings()
+    profile = profile or settings.profile
+    out = out or settings.home / "reports" / f"report-{profile}"
+    result = build_report(settings, profile, data or settings.data_dir, out,
+                          [float(f) for f in fmr.split(",")], workers)
+    gender = result["demographic_differentials"]["gender"]["by_fmr"]
+    first = next(iter(gender))
+    console.print(f"LFW accuracy {100 * result['verification']['accuracy_mean']:.2f}%, TAR@FAR1e-3 "
+                  f"{100 * result['verification']['tar_at_far']['0.001']:.2f}%, gender FMR max/min ratio at FMR "
+                  f"{first}: {gender[first]['fmr_max_min_ratio']}")
+    console.print(f"wrote {out / 'index.html'} and {out / 'report.json'}")
+
+
 @eval_app.command("calibrate")
 def eval_calibrate(
     profile: ProfileOpt = None, data: DataOpt = None,

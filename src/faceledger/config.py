@@ -68,9 +68,11 @@ class Settings(BaseSettings):
     max_yaw: float = Field(45.0, description="EXTREME_POSE above this estimated |yaw| in degrees.")
     max_roll: float = Field(45.0, description="EXTREME_POSE above this |roll| in degrees.")
 
+    cache: Path | None = Field(None, description="Embedding cache folder (default: HOME/cache).")
+
     @property
     def cache_dir(self) -> Path:
-        return self.home / "cache"
+        return self.cache or self.home / "cache"
 
 
 @lru_cache

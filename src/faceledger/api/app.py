@@ -6,7 +6,9 @@ same Gallery / FaceEngine functions as the CLI.
 
 
 import datetime as dt
+import json
 import logging
+from typing import Any
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -30,7 +32,7 @@ from faceledger.api.runtime import HourlyQuota, InferencePool, Metrics, RateLimi
 from faceledger.audit.context import Actor, Entry, audited
 from faceledger.audit.log import AuditLog, load_or_create_key
 from faceledger.config import Settings, get_settings
-from faceledger.errors import FaceledgerError
+from faceledger.errors import FaceledgerError, NotFound
 from faceledger.gallery.records import Consent
 from faceledger.gallery.service import Gallery
 from faceledger.matching.compare import Template, compare
@@ -400,6 +402,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             result = await anyio.to_thread.run_sync(audit.verify)
             entry.decision = "intact" if result.ok else f"broken at {result.first_bad_seq}"
             return result.to_dict()
+
+    @audit_routes.get("/v1/report", response_model=dict[str, Any], responses=AUTH_ERRORS | _errors(404))
+    async def accuracy_report(request: Request, token: Token):
+        """The accuracy and fairness report of the running model (from `faceledger report`), for oversight.
+        Scope: admin."""
+        async with operation(request, token, "report.read") as (caller, entry):
+            caller.require("admin")
+            path = settings.home / "reports" / f"report-{engine.profile.name}" / "report.json"
+            if not path.is_file():
+                raise NotFound("no report for the running model yet: run `faceledger report`")
+            data = json.loads(path.read_text())
+            if data.get("model_id") != engine.model_id:
+                raise NotFound("the stored report is for another model: run `faceledger report` again")
+            return data
 
     for router in (service, faces, cols, subs, search, audit_routes):
         app.include_router(router)

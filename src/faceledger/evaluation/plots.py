@@ -52,3 +52,42 @@ def fnir_fpir_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def group_bars_png(rows: dict[str, dict], path: Path, title: str, ylabel: str) -> Path:
+    """Rates per group with 95% intervals; ``rows``: group -> {"rate", "ci95", "conclusive"}."""
+    names = list(rows)
+    values = np.array([rows[n]["rate"] or 0 for n in names], float)
+    ci = np.array([rows[n]["ci95"] or [0, 0] for n in names], float)
+    err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) + 2), 4))
+    colours = ["tab:blue" if rows[n].get("conclusive", True) else "tab:grey" for n in names]
+    ax.bar(names, values, yerr=err, capsize=4, color=colours)
+    ax.set(title=title, ylabel=ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    if not all(rows[n].get("conclusive", True) for n in names):
+        ax.text(0.99, 0.97, "grey: too little data to conclude", transform=ax.transAxes, ha="right", va="top",
+                fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def score_histograms_png(samples: dict[str, np.ndarray], thresholds: dict[str, float], path: Path,
+                         title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, s in samples.items():
+        if len(s):
+            ax.hist(s, bins=120, density=True, histtype="step", label=f"{label} (n={len(s):,})")
+    for label, t in thresholds.items():
+        ax.axvline(t, linestyle=":", color="black", linewidth=1)
+        ax.text(t, ax.get_ylim()[1] * 0.95, f" {label}", fontsize=8, rotation=90, va="top")
+    ax.set(title=title, xlabel="similarity of impostor pairs", ylabel="density", yscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
