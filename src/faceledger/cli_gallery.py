@@ -318,7 +318,7 @@ def tenants_set(
 def tenants_show(tenant: str) -> None:
     """Show a tenant's guardrails."""
     with gallery() as g:
-        out(g.set_tenant_policy(tenant))
+        out(g.tenant_policy_dict(tenant))
 
 
 audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.", no_args_is_help=True)
@@ -352,12 +352,10 @@ def audit_export(
         console.print("[red]--format is jsonl or csv[/red]")
         raise typer.Exit(2)
 
-    def stamp(t):
-        return None if t is None else (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).isoformat(
-            timespec="seconds")
+    from faceledger.gallery.records import iso
 
-    for chunk in audit_log(_settings()).export(fmt, tenant=tenant, subject_id=subject, since=stamp(since),
-                                                until=stamp(until)):
+    for chunk in audit_log(_settings()).export(fmt, tenant=tenant, subject_id=subject, since=iso(since),
+                                                until=iso(until)):
         sys.stdout.write(chunk)
 
 

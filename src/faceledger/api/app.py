@@ -33,7 +33,7 @@ from faceledger.audit.context import Actor, Entry, audited
 from faceledger.audit.log import AuditLog, load_or_create_key
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, NotFound
-from faceledger.gallery.records import Consent
+from faceledger.gallery.records import Consent, iso
 from faceledger.gallery.service import Gallery
 from faceledger.matching.compare import Template, compare
 from faceledger.pipeline.engine import FaceEngine
@@ -390,7 +390,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             caller.require("admin")
             entry.subject_ids = [subject_id] if subject_id else []
             rows = audit.query(tenant=caller.tenant, subject_id=subject_id, key_id=key_id, operation=operation_name,
-                               since=_iso(since), until=_iso(until), limit=limit, offset=offset)
+                               since=iso(since), until=iso(until), limit=limit, offset=offset)
             entry.decision = f"{len(rows)} records"
             return rows
 
@@ -420,13 +420,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (service, faces, cols, subs, search, audit_routes):
         app.include_router(router)
     return app
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(
-        timespec="seconds")
 
 
 def _any(caller: Principal, *scopes: str) -> None:

@@ -11,7 +11,7 @@ def iso(value: dt.datetime | None) -> str | None:
         return None
     if value.tzinfo is None:  # SQLite returns naive datetimes; faceledger stores UTC
         value = value.replace(tzinfo=dt.timezone.utc)
-    return value.isoformat(timespec="seconds")
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

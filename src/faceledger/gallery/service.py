@@ -466,6 +466,9 @@ class Gallery:
                 setattr(policy, k, v)
             s.merge(policy)
             s.commit()
+        return self.tenant_policy_dict(tenant)
+
+    def tenant_policy_dict(self, tenant: str) -> dict:
         p = self.tenant_policy(tenant)
         return {"tenant": tenant, "identify_per_hour": p.identify_per_hour,
                 "max_faces_per_search": p.max_faces_per_search, "human_review": p.human_review}
