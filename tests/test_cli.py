@@ -72,3 +72,18 @@ def test_engine_stays_healthy_after_bad_input(engine, people):
         with pytest.raises(FaceledgerError):
             engine.analyze(bad)
     assert len(engine.analyze(people / "face_recognition_examples" / "obama.jpg")) == 1
+
+
+def test_cli_operations_are_audited(people, tmp_path):
+    ex = people / "face_recognition_examples"
+    run("detect", str(ex / "obama.jpg"), home=tmp_path)
+    run("compare", str(ex / "obama.jpg"), str(ex / "biden.jpg"), home=tmp_path)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    run("compare", str(bad), str(ex / "obama.jpg"), home=tmp_path)
+    out = run("audit", "export", "--format", "jsonl", home=tmp_path)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["operation"], r["outcome"]) for r in rows] == [("detect", "ok"), ("compare", "ok"),
+                                                               ("compare", "EMPTY_IMAGE")]
+    assert rows[1]["decision"] == "no match" and rows[0]["purpose"].startswith("command line")
+    assert run("audit", "verify", home=tmp_path).returncode == 0

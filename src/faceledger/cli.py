@@ -48,11 +48,17 @@ def detect(
     templates: Annotated[bool, typer.Option(help="Include face templates in the output.")] = False,
 ) -> None:
     """Detect faces: boxes, landmarks, confidence and quality (JSON on stdout)."""
+    from faceledger.audit.context import audited
+    from faceledger.cli_gallery import audit_log, cli_actor
+
     engine = _engine(profile)
+    audit = audit_log(_settings())
     results, failed = [], 0
     for path in images:
         try:
-            analysis = engine.analyze(path, embed=templates)
+            with audited(audit, "detect", cli_actor()) as entry:
+                analysis = engine.analyze(path, embed=templates)
+                entry.decision = f"{len(analysis)} faces"
             results.append({"image": str(path), **analysis.to_dict(include_templates=templates)})
             if annotate:
                 from faceledger.pipeline.draw import annotate_file
@@ -77,11 +83,16 @@ def compare(
     from faceledger.matching.calibration import load_calibration
     from faceledger.matching.compare import Template, compare as compare_templates
 
+    from faceledger.audit.context import audited
+    from faceledger.cli_gallery import audit_log, cli_actor
+
     engine = _engine(profile)
     try:
-        (a, i), (b, j) = engine.single_face(image_a, face=face_a), engine.single_face(image_b, face=face_b)
-        result = compare_templates(Template(a.templates[i], a.model_id), Template(b.templates[j], b.model_id),
-                                   load_calibration(engine.model_id, engine.settings.home), fmr)
+        with audited(audit_log(_settings()), "compare", cli_actor()) as entry:
+            (a, i), (b, j) = engine.single_face(image_a, face=face_a), engine.single_face(image_b, face=face_b)
+            result = compare_templates(Template(a.templates[i], a.model_id), Template(b.templates[j], b.model_id),
+                                       load_calibration(engine.model_id, engine.settings.home), fmr)
+            entry.scores, entry.decision = [result.similarity], "match" if result.match else "no match"
     except FaceledgerError as exc:
         _fail(exc)
     print(json.dumps({"model_id": engine.model_id, **result.to_dict()}, indent=1))
