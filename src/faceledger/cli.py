@@ -137,12 +137,15 @@ keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_a
 app.add_typer(keys_app, name="keys")
 
 
-def _keys():
+def _keys_and_audit():
+    """The key store and the audit log, on one open database."""
     from faceledger.access.keys import KeyStore
-    from faceledger.gallery.db import default_url, open_database
+    from faceledger.cli_gallery import audit_log
+    from faceledger.gallery.db import open_database
 
     settings = _settings()
-    return KeyStore(open_database(settings.database_url or default_url(settings.home))[1])
+    session = open_database(settings.db_url)[1]
+    return KeyStore(session), audit_log(settings, session)
 
 
 @keys_app.command("create")
@@ -152,12 +155,13 @@ def keys_create(
     purpose: Annotated[str, typer.Option(help="The declared purpose, e.g. 'building access control'.")],
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
-    from faceledger.cli_gallery import audit_log, cli_actor
     from faceledger.audit.context import audited
+    from faceledger.cli_gallery import cli_actor
 
+    store, audit = _keys_and_audit()
     try:
-        with audited(audit_log(_settings()), "key.create", cli_actor()) as entry:
-            key, info = _keys().create(tenant, [s.strip() for s in scopes.split(",") if s.strip()], purpose)
+        with audited(audit, "key.create", cli_actor()) as entry:
+            key, info = store.create(tenant, [s.strip() for s in scopes.split(",") if s.strip()], purpose)
             entry.decision = f"key {info['key_id']} for tenant {tenant}: {','.join(info['scopes'])}"
     except FaceledgerError as exc:
         _fail(exc)
@@ -168,19 +172,20 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(tenant: Annotated[Optional[str], typer.Option(help="Only this tenant's keys.")] = None) -> None:
     """List keys (never their secrets)."""
-    print(json.dumps(_keys().list(tenant), indent=1))
+    print(json.dumps(_keys_and_audit()[0].list(tenant), indent=1))
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key; requests with it get 401 from now on."""
-    from faceledger.cli_gallery import audit_log, cli_actor
     from faceledger.audit.context import audited
+    from faceledger.cli_gallery import cli_actor
 
+    store, audit = _keys_and_audit()
     try:
-        with audited(audit_log(_settings()), "key.revoke", cli_actor()) as entry:
+        with audited(audit, "key.revoke", cli_actor()) as entry:
             entry.decision = f"key {key_id} revoked"
-            print(json.dumps(_keys().revoke(key_id), indent=1))
+            print(json.dumps(store.revoke(key_id), indent=1))
     except FaceledgerError as exc:
         _fail(exc)
 

@@ -41,13 +41,12 @@ def cli_actor():
     return Actor(tenant="default", key_id=None, purpose=f"command line ({getpass.getuser()})", client="cli")
 
 
-def audit_log(settings):
-    from faceledger.audit.log import AuditLog, load_or_create_key
-    from faceledger.gallery.db import default_url, open_database
+def audit_log(settings, session=None):
+    """The deployment's audit log, on ``session`` when the command already has the database open."""
+    from faceledger.audit.log import AuditLog
+    from faceledger.gallery.db import open_database
 
-    session = open_database(settings.database_url or default_url(settings.home))[1]
-    return AuditLog(session, load_or_create_key(settings.audit_key, settings.home),
-                    checkpoint_every=settings.audit_checkpoint_every)
+    return AuditLog.from_settings(settings, session or open_database(settings.db_url)[1])
 
 
 @contextmanager
@@ -61,7 +60,7 @@ def gallery(profile: str | None = None):
     try:
         settings = _settings()
         g = Gallery(settings, FaceEngine(settings, profile))
-        g.audit = audit_log(settings)
+        g.audit = audit_log(settings, g.session)
         yield g
     except FaceledgerError as exc:
         _fail(exc)

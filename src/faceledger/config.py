@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     cache: Path | None = Field(None, description="Embedding cache folder (default: HOME/cache).")
 
     @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL in use: the setting, or the SQLite file under HOME."""
+        from faceledger.gallery.db import default_url
+
+        return self.database_url or default_url(self.home)
+
+    @property
     def cache_dir(self) -> Path:
         return self.cache or self.home / "cache"
 

@@ -29,8 +29,8 @@ from faceledger.access.keys import KeyStore, Principal
 from faceledger.api import schemas as S
 from faceledger.api.inputs import openapi_body, parse_body
 from faceledger.api.runtime import HourlyQuota, InferencePool, Metrics, RateLimiter
-from faceledger.audit.context import Actor, Entry, audited
-from faceledger.audit.log import AuditLog, load_or_create_key
+from faceledger.audit.context import Actor, audited
+from faceledger.audit.log import AuditLog
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, NotFound
 from faceledger.gallery.records import Consent, iso
@@ -58,9 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = FaceEngine(settings)
     gallery = Gallery(settings, engine)
     keys = KeyStore(gallery.session)
-    audit = AuditLog(gallery.session, load_or_create_key(settings.audit_key, settings.home),
-                     checkpoint_every=settings.audit_checkpoint_every)
-    audit.enabled = settings.audit_enabled
+    audit = AuditLog.from_settings(settings, gallery.session)
     if not audit.enabled:
         log.warning("THE AUDIT LOG IS OFF (FACELEDGER_AUDIT_ENABLED=false): operations are not recorded")
     pool = InferencePool(settings.workers, settings.max_queue, settings.queue_timeout)

@@ -6,8 +6,6 @@ base64 text that the engine decodes with its limits. URLs are never fetched.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any, TypeVar
 
@@ -15,6 +13,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from faceledger.errors import FaceledgerError, InvalidImage, PayloadTooLarge
+from faceledger.imaging import decode_base64
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -99,7 +98,7 @@ async def parse_body(request: Request, model: type[Body], max_bytes: int, max_im
                 raise InvalidRequest(f"'{key}' must hold base64 text", field=key)
             if any(v.lower().startswith(("http:", "https:", "ftp:", "file:")) for v in items):
                 raise InvalidImage("image URLs are never fetched; send the image itself", field=key)
-            decoded = [_base64(v, key, max_bytes) for v in items]
+            decoded = [decode_base64(v, max_bytes, f"'{key}'", field=key) for v in items]
             data[key] = decoded if is_list else decoded[0]
             payload[key] = ["-"] * len(decoded) if is_list else "-"
     else:
@@ -112,15 +111,3 @@ async def parse_body(request: Request, model: type[Body], max_bytes: int, max_im
     if any(isinstance(v, list) and len(v) > max_images for v in data.values()):
         raise InvalidRequest(f"at most {max_images} images per request", limit=max_images)
     return body, data
-
-
-def _base64(text: str, field: str, max_bytes: int) -> bytes:
-    """Base64 (or a data: URL) to bytes. Never a path: a JSON string is not a file name here."""
-    if text.startswith("data:"):
-        text = text.split(",", 1)[-1]
-    if len(text) * 3 // 4 > max_bytes:
-        raise PayloadTooLarge(f"'{field}' is over {max_bytes} bytes", limit=max_bytes)
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidImage(f"'{field}' is not valid base64", field=field) from None

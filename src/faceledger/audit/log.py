@@ -78,6 +78,14 @@ class AuditLog:
         self.enabled = True
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, settings, session: sessionmaker[Session]) -> AuditLog:
+        """The log of a deployment: its seal key (setting or key file) and sealing interval."""
+        log = cls(session, load_or_create_key(settings.audit_key, settings.home),
+                  checkpoint_every=settings.audit_checkpoint_every)
+        log.enabled = settings.audit_enabled
+        return log
+
     def append(self, operation: str, *, tenant: str | None = None, key_id: str | None = None,
                collection: str | None = None, subject_ids: Sequence[str] = (), scores: Sequence[float] = (),
                decision: str | None = None, outcome: str = "ok", purpose: str | None = None,
@@ -94,10 +102,10 @@ class AuditLog:
                                      .limit(1)).first()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
                     row = {**fields, "seq": seq, "prev_hash": prev}
-                    s.add(AuditRecord(**row, hash=record_hash(row)))
+                    digest = record_hash(row)
+                    s.add(AuditRecord(**row, hash=digest))
                     if seq % self.checkpoint_every == 0:
-                        s.add(AuditCheckpoint(seq=seq, hash=record_hash(row), hmac=_seal(self.key, seq, record_hash(row)),
-                                              at=fields["at"]))
+                        s.add(AuditCheckpoint(seq=seq, hash=digest, hmac=_seal(self.key, seq, digest), at=fields["at"]))
                     try:
                         s.commit()
                         return seq

@@ -127,7 +127,7 @@ def embed_files(root: Path, paths: Sequence[str], wanted: tuple[Component, ...],
                     (missing if vectors is None else results).append((rel, status, landmarks, vectors))
                 progress.advance(task, len(out))
         if missing:  # the median landmarks of this set's detections stand in for undetected faces
-            found = [lm for _, _, lm, _ in results] or [_median_from_cache(engine, root, paths[:200], wanted)]
+            found = [lm for _, _, lm, _ in results] or [_median_landmarks(engine, root, paths[:200])]
             median = np.median(np.stack(found), axis=0)
             for rel, _, _, _ in missing:
                 status, lm, vectors = _embed_one(engine, root, rel, wanted, median)
@@ -142,7 +142,8 @@ def embed_files(root: Path, paths: Sequence[str], wanted: tuple[Component, ...],
     return EmbeddedSet(order, status, {k: np.stack([cached[k][p][1] for p in order]) for k in keys})
 
 
-def _median_from_cache(engine: FaceEngine, root: Path, sample: Sequence[str], wanted) -> np.ndarray:
+def _median_landmarks(engine: FaceEngine, root: Path, sample: Sequence[str]) -> np.ndarray:
+    """Median landmarks of the faces detected in ``sample`` (when every new image of a run failed)."""
     found = []
     for rel in sample:
         dets, status = locate_face(engine, engine.decode(root / rel))

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from faceledger.config import Settings, get_settings
 from faceledger.errors import (AlreadyExists, ConsentRequired, EnrollmentRefused, IncompatibleTemplates,
                                InvalidArgument, ManyFaces, NoFace, NotFound)
-from faceledger.gallery.db import default_url, open_database
+from faceledger.gallery.db import open_database
 from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery.index import FaissIndex, reconcile
 from faceledger.gallery.records import (Candidate, CollectionInfo, Consent, ErasureReceipt, FaceInfo,
@@ -44,7 +44,7 @@ class Gallery:
     def __init__(self, settings: Settings | None = None, engine: FaceEngine | None = None) -> None:
         self.settings = settings or get_settings()
         self.engine = engine or FaceEngine(self.settings)
-        self.db, self.session = open_database(self.settings.database_url or default_url(self.settings.home))
+        self.db, self.session = open_database(self.settings.db_url)
         self.cipher = TemplateCipher(parse_key(self.settings.template_key))
         self._check_template_key()
         self.index_dir = self.settings.home / "index"

@@ -1,3 +1,3 @@
-from faceledger.imaging.decode import ImageInput, decode_image
+from faceledger.imaging.decode import ImageInput, decode_base64, decode_image
 
-__all__ = ["ImageInput", "decode_image"]
+__all__ = ["ImageInput", "decode_base64", "decode_image"]

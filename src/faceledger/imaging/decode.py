@@ -34,6 +34,18 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
         raise InvalidImage(f"cannot read image file {path}: {exc.strerror}", path=str(path)) from None
 
 
+def decode_base64(text: str, max_bytes: int, what: str = "image", **details) -> bytes:
+    """Base64 text or a ``data:`` URL to bytes; over ``max_bytes`` is refused before decoding."""
+    if text.startswith("data:"):
+        text = text.split(",", 1)[-1]
+    if len(text) * 3 // 4 > max_bytes:
+        raise PayloadTooLarge(f"{what} is over {max_bytes} bytes", limit=max_bytes, **details)
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage(f"{what} is not valid base64", **details) from None
+
+
 def _read_bytes(source: ImageInput, max_bytes: int) -> bytes:
     """A Path is a file; a str is a ``data:`` URL, an existing file, or base64 text."""
     if isinstance(source, Path):
@@ -41,13 +53,7 @@ def _read_bytes(source: ImageInput, max_bytes: int) -> bytes:
     if isinstance(source, str):
         if not source.startswith("data:") and len(source) < 4096 and Path(source).is_file():
             return _read_file(Path(source), max_bytes)
-        text = source.split(",", 1)[1] if source.startswith("data:") else source
-        if len(text) * 3 // 4 > max_bytes:
-            raise PayloadTooLarge(f"image is over {max_bytes} bytes", limit=max_bytes)
-        try:
-            return base64.b64decode("".join(text.split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidImage("image string is neither an existing file nor valid base64") from None
+        return decode_base64(source, max_bytes, "the image string (not an existing file)")
     if not isinstance(source, (bytes, bytearray, memoryview)):
         raise InvalidImage(f"cannot read an image from a {type(source).__name__}")
     data = bytes(source)
