@@ -11,9 +11,10 @@ import pytest
 
 from faceledger.gallery.crypto import TemplateKeyError
 from faceledger.gallery.records import Consent
-from faceledger.gallery.service import Gallery
+from faceledger.service import Actor, Faceledger
 
 KEY = base64.b64encode(os.urandom(32)).decode()
+ME = Actor.local()
 NEW_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
@@ -24,47 +25,47 @@ def stored_bytes(home) -> bytes:
 def test_encrypted_gallery(settings, engine, people, tmp_path):
     home = tmp_path / "home"
     secure = settings.model_copy(update={"home": home, "template_key": KEY})
-    g = Gallery(secure, engine)
-    g.create_collection("vault")
+    g = Faceledger(secure, engine)
+    g.create_collection(ME, "vault")
     for name in ("amy", "howard", "penny"):
-        g.enroll("vault", name, [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)],
+        g.enroll(ME, "vault", name, [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)],
                  consent=Consent("explicit-consent"))
     templates = [engine.analyze(people / "bbt" / n / f"{n}{i}.png").templates[0]
                  for n in ("amy", "howard", "penny") for i in (1, 2)]
-    assert g.identify("vault", people / "bbt" / "penny" / "penny3.png").faces[0].subject_id == "penny"
+    assert g.identify(ME, "vault", people / "bbt" / "penny" / "penny3.png").faces[0].subject_id == "penny"
     g.close()
     raw = stored_bytes(home)  # database, WAL, persisted index
     for t in templates:
         clear = np.asarray(t, np.float32).tobytes()
         assert clear not in raw and clear[:32] not in raw and clear[-32:] not in raw
 
-    again = Gallery(secure, engine)  # restart: the encrypted persisted index loads
-    assert again.startup()["vault"]["source"] == "loaded"
-    assert again.identify("vault", people / "bbt" / "amy" / "amy3.png").faces[0].subject_id == "amy"
+    again = Faceledger(secure, engine)  # restart: the encrypted persisted index loads
+    assert again.gallery.startup()["default/vault"]["source"] == "loaded"
+    assert again.identify(ME, "vault", people / "bbt" / "amy" / "amy3.png").faces[0].subject_id == "amy"
     again.close()
 
     for wrong in (base64.b64encode(os.urandom(32)).decode(), None):
         with pytest.raises(TemplateKeyError):
-            Gallery(settings.model_copy(update={"home": home, "template_key": wrong}), engine)
+            Faceledger(settings.model_copy(update={"home": home, "template_key": wrong}), engine)
 
     # rotation: re-encrypt under a new key; the old key then stops working
-    rotating = Gallery(secure, engine)
-    assert rotating.rekey(base64.b64decode(NEW_KEY)) == 6
+    rotating = Faceledger(secure, engine)
+    assert rotating.rekey(ME, base64.b64decode(NEW_KEY)) == 6
     rotating.close()
     with pytest.raises(TemplateKeyError):
-        Gallery(secure, engine)
-    rotated = Gallery(settings.model_copy(update={"home": home, "template_key": NEW_KEY}), engine)
-    assert rotated.identify("vault", people / "bbt" / "howard" / "howard3.png").faces[0].subject_id == "howard"
+        Faceledger(secure, engine)
+    rotated = Faceledger(settings.model_copy(update={"home": home, "template_key": NEW_KEY}), engine)
+    assert rotated.identify(ME, "vault", people / "bbt" / "howard" / "howard3.png").faces[0].subject_id == "howard"
     rotated.close()
 
 
 def test_key_set_on_a_clear_database_is_refused(settings, engine, people, tmp_path):
     home = tmp_path / "clear"
-    g = Gallery(settings.model_copy(update={"home": home}), engine)
-    g.create_collection("c", require_consent=False)
-    g.enroll("c", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    g = Faceledger(settings.model_copy(update={"home": home}), engine)
+    g.create_collection(ME, "c", require_consent=False)
+    g.enroll(ME, "c", "amy", [people / "bbt" / "amy" / "amy1.png"])
     g.close()
     with pytest.raises(TemplateKeyError, match="rekey"):
-        Gallery(settings.model_copy(update={"home": home, "template_key": KEY}), engine)
+        Faceledger(settings.model_copy(update={"home": home, "template_key": KEY}), engine)
     with pytest.raises(TemplateKeyError):
-        Gallery(settings.model_copy(update={"home": home, "template_key": "short"}), engine)
+        Faceledger(settings.model_copy(update={"home": home, "template_key": "short"}), engine)

@@ -1,4 +1,5 @@
-"""The gallery on real faces: enrol, identify open-set, verify, erase, isolation, bad input."""
+"""The gallery on real faces through the operations layer: enrol, identify open-set, verify, erase, isolation,
+bad input."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from PIL import Image
 
 from faceledger.errors import (AlreadyExists, ConsentRequired, InvalidArgument, ManyFaces, NoFace, NotFound)
 from faceledger.gallery.records import Consent
-from faceledger.gallery.service import Gallery
+from faceledger.service import Actor, Faceledger
 
 CONSENT = Consent("explicit-consent", "form-2026-001")
+ME = Actor.local()
 CAST = ("amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon")
 
 
 @pytest.fixture()
 def gallery(settings, engine, tmp_path):
-    g = Gallery(settings.model_copy(update={"home": tmp_path}), engine)
+    g = Faceledger(settings.model_copy(update={"home": tmp_path}), engine)
     yield g
     g.close()
 
@@ -27,15 +29,15 @@ def gallery(settings, engine, tmp_path):
 @pytest.fixture()
 def cast(gallery, people):
     """The bbt cast enrolled from their first two photos; photos 3-5 are left for probes."""
-    gallery.create_collection("bbt")
+    gallery.create_collection(ME, "bbt")
     for name in CAST:
-        gallery.enroll("bbt", name, [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)],
+        gallery.enroll(ME, "bbt", name, [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)],
                        display_name=name.title(), consent=CONSENT)
     return gallery
 
 
-def counts(g: Gallery, collection: str) -> tuple[int, int]:
-    c = g.get_collection(collection)
+def counts(g: Faceledger, collection: str) -> tuple[int, int]:
+    c = g.get_collection(ME, collection)
     return c.subjects, c.faces
 
 
@@ -43,7 +45,7 @@ def test_identify_enrolled_people_and_unknown_stranger(cast, people):
     hits = 0
     for name in CAST:
         for i in (3, 4, 5):
-            result = cast.identify("bbt", people / "bbt" / name / f"{name}{i}.png", top_k=3)
+            result = cast.identify(ME, "bbt", people / "bbt" / name / f"{name}{i}.png", top_k=3)
             assert len(result.faces) == 1
             face = result.faces[0]
             hits += face.subject_id == name
@@ -52,52 +54,52 @@ def test_identify_enrolled_people_and_unknown_stranger(cast, people):
                 assert face.subject_id == name  # never the wrong person at FMR 1e-4
     assert hits >= 18  # of 21 probes
     for i in (1, 2, 3):  # stuart was never enrolled
-        stranger = cast.identify("bbt", people / "bbt" / "stuart" / f"stuart{i}.png").faces[0]
+        stranger = cast.identify(ME, "bbt", people / "bbt" / "stuart" / f"stuart{i}.png").faces[0]
         assert stranger.decision == "unknown" and stranger.subject_id is None
         assert all(not c.match for c in stranger.candidates)
 
 
 def test_candidates_carry_calibrated_fmr(cast, people):
-    face = cast.identify("bbt", people / "bbt" / "penny" / "penny3.png").faces[0]
+    face = cast.identify(ME, "bbt", people / "bbt" / "penny" / "penny3.png").faces[0]
     top, rest = face.candidates[0], face.candidates[1:]
     assert top.subject_id == "penny" and top.fmr < 1e-4 <= min(c.fmr for c in rest)
     assert [c.similarity for c in face.candidates] == sorted((c.similarity for c in face.candidates), reverse=True)
 
 
 def test_group_photo_identifies_each_face(cast, people):
-    result = cast.identify("bbt", people / "bbt" / "bbt1.jpg")
+    result = cast.identify(ME, "bbt", people / "bbt" / "bbt1.jpg")
     assert len(result.faces) >= 3
     matched = [f.subject_id for f in result.faces if f.decision == "match"]
     assert len(matched) == len(set(matched)) >= 1  # nobody is matched twice
 
 
 def test_verify_claims(cast, people):
-    assert cast.verify("bbt", "sheldon", people / "bbt" / "sheldon" / "sheldon4.png").match is True
-    assert cast.verify("bbt", "raj", people / "bbt" / "sheldon" / "sheldon4.png").match is False
+    assert cast.verify(ME, "bbt", "sheldon", people / "bbt" / "sheldon" / "sheldon4.png").match is True
+    assert cast.verify(ME, "bbt", "raj", people / "bbt" / "sheldon" / "sheldon4.png").match is False
     with pytest.raises(NotFound):
-        cast.verify("bbt", "nobody", people / "bbt" / "sheldon" / "sheldon4.png")
+        cast.verify(ME, "bbt", "nobody", people / "bbt" / "sheldon" / "sheldon4.png")
 
 
 def test_same_image_twice_is_idempotent(cast, people):
     before = counts(cast, "bbt")
-    again = cast.enroll("bbt", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    again = cast.enroll(ME, "bbt", "amy", [people / "bbt" / "amy" / "amy1.png"])
     assert again.faces[0].created is False
     assert counts(cast, "bbt") == before
 
 
 def test_consent_is_required_and_checked(gallery, people):
-    gallery.create_collection("door")
+    gallery.create_collection(ME, "door")
     photo = people / "face_recognition_examples" / "obama.jpg"
     with pytest.raises(ConsentRequired):
-        gallery.enroll("door", "obama", [photo])
+        gallery.enroll(ME, "door", "obama", [photo])
     past = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
     with pytest.raises(ConsentRequired):
-        gallery.enroll("door", "obama", [photo], consent=Consent("explicit-consent", expires_at=past))
+        gallery.enroll(ME, "door", "obama", [photo], consent=Consent("explicit-consent", expires_at=past))
     assert counts(gallery, "door") == (0, 0)
-    info = gallery.enroll("door", "obama", [photo], consent=CONSENT)
+    info = gallery.enroll(ME, "door", "obama", [photo], consent=CONSENT)
     assert info.consent["basis"] == "explicit-consent" and info.consent["reference"] == "form-2026-001"
-    gallery.create_collection("open", require_consent=False)
-    assert gallery.enroll("open", "obama", [photo]).faces[0].created
+    gallery.create_collection(ME, "open", require_consent=False)
+    assert gallery.enroll(ME, "open", "obama", [photo]).faces[0].created
 
 
 def test_refusals_change_nothing(cast, people, tmp_path):
@@ -105,46 +107,46 @@ def test_refusals_change_nothing(cast, people, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (300, 300), (128, 128, 128)).save(blank)
     with pytest.raises(NoFace):
-        cast.enroll("bbt", "newcomer", [blank], consent=CONSENT)
+        cast.enroll(ME, "bbt", "newcomer", [blank], consent=CONSENT)
     with pytest.raises(ManyFaces):
-        cast.enroll("bbt", "newcomer", [people / "face_recognition_examples" / "two_people.jpg"], consent=CONSENT)
+        cast.enroll(ME, "bbt", "newcomer", [people / "face_recognition_examples" / "two_people.jpg"], consent=CONSENT)
     with pytest.raises(NoFace):  # all or nothing: one good image and one bad one enrol neither
-        cast.enroll("bbt", "newcomer", [people / "bbt" / "stuart" / "stuart1.png", blank], consent=CONSENT)
+        cast.enroll(ME, "bbt", "newcomer", [people / "bbt" / "stuart" / "stuart1.png", blank], consent=CONSENT)
     with pytest.raises(NotFound):
-        cast.enroll("nope", "x", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
+        cast.enroll(ME, "nope", "x", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
     with pytest.raises(InvalidArgument):
-        cast.enroll("bbt", " padded ", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
+        cast.enroll(ME, "bbt", " padded ", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
     with pytest.raises(AlreadyExists):
-        cast.create_subject("bbt", "amy", consent=CONSENT)
+        cast.create_subject(ME, "bbt", "amy", consent=CONSENT)
     with pytest.raises(AlreadyExists):
-        cast.create_collection("bbt")
+        cast.create_collection(ME, "bbt")
     with pytest.raises(NotFound):
-        cast.delete_subject("bbt", "nobody")
+        cast.erase_subject(ME, "bbt", "nobody")
     assert counts(cast, "bbt") == before
-    picked = cast.enroll("bbt", "obama", [people / "face_recognition_examples" / "two_people.jpg"], face=1,
+    picked = cast.enroll(ME, "bbt", "obama", [people / "face_recognition_examples" / "two_people.jpg"], face=1,
                          consent=CONSENT)
     assert len(picked.faces) == 1
 
 
 def test_empty_collection_and_faceless_probe(gallery, people, tmp_path):
-    gallery.create_collection("empty")
-    result = gallery.identify("empty", people / "bbt" / "amy" / "amy3.png")
+    gallery.create_collection(ME, "empty")
+    result = gallery.identify(ME, "empty", people / "bbt" / "amy" / "amy3.png")
     assert result.faces[0].decision == "unknown" and result.faces[0].candidates == []
     Image.new("RGB", (300, 300), (40, 40, 40)).save(tmp_path / "dark.png")
-    assert gallery.identify("empty", tmp_path / "dark.png").faces == []
+    assert gallery.identify(ME, "empty", tmp_path / "dark.png").faces == []
     with pytest.raises(NotFound):
-        gallery.identify("missing", people / "bbt" / "amy" / "amy3.png")
+        gallery.identify(ME, "missing", people / "bbt" / "amy" / "amy3.png")
 
 
 def test_collections_never_see_each_other(cast, people):
-    cast.create_collection("other")
-    cast.enroll("other", "stuart", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
-    other = cast.identify("other", people / "bbt" / "amy" / "amy3.png").faces[0]
+    cast.create_collection(ME, "other")
+    cast.enroll(ME, "other", "stuart", [people / "bbt" / "stuart" / "stuart1.png"], consent=CONSENT)
+    other = cast.identify(ME, "other", people / "bbt" / "amy" / "amy3.png").faces[0]
     assert [c.subject_id for c in other.candidates] == ["stuart"]
-    receipt = cast.delete_collection("other")
+    receipt = cast.delete_collection(ME, "other")
     assert receipt.subject_ids == ["stuart"] and len(receipt.face_ids) == 1
     with pytest.raises(NotFound):
-        cast.identify("other", people / "bbt" / "amy" / "amy3.png")
+        cast.identify(ME, "other", people / "bbt" / "amy" / "amy3.png")
     assert counts(cast, "bbt")[0] == len(CAST)
 
 
@@ -154,8 +156,8 @@ def _stored_bytes(home: Path) -> bytes:
 
 def test_erasure_leaves_no_template_anywhere(cast, people, settings, engine):
     probe = people / "bbt" / "leonard" / "leonard3.png"
-    assert cast.identify("bbt", probe).faces[0].subject_id == "leonard"
-    with cast.session() as s:
+    assert cast.identify(ME, "bbt", probe).faces[0].subject_id == "leonard"
+    with cast.gallery.store.session() as s:
         from sqlalchemy import select
 
         from faceledger.gallery.schema import Face, Subject
@@ -165,45 +167,45 @@ def test_erasure_leaves_no_template_anywhere(cast, people, settings, engine):
     home = cast.settings.home
     assert all(t in _stored_bytes(home) for t in templates)
 
-    g = Gallery(cast.settings, engine)
-    receipt = g.delete_subject("bbt", "leonard")
+    g = Faceledger(cast.settings, engine)
+    receipt = g.erase_subject(ME, "bbt", "leonard")
     assert len(receipt.face_ids) == 2 and receipt.erased_at
-    after = g.identify("bbt", probe).faces[0]
+    after = g.identify(ME, "bbt", probe).faces[0]
     assert "leonard" not in [c.subject_id for c in after.candidates] and after.decision == "unknown"
-    assert not g.index_contains("bbt", receipt.face_ids)
+    assert not g.gallery.index_contains("bbt", receipt.face_ids)
     with pytest.raises(NotFound):
-        g.get_subject("bbt", "leonard")
+        g.get_subject(ME, "bbt", "leonard")
     g.close()
     stored = _stored_bytes(home)  # database, WAL and index files
     for t in templates:
         assert t not in stored and t[:64] not in stored
-    reopened = Gallery(cast.settings, engine)
-    assert "leonard" not in [c.subject_id for c in reopened.identify("bbt", probe).faces[0].candidates]
+    reopened = Faceledger(cast.settings, engine)
+    assert "leonard" not in [c.subject_id for c in reopened.identify(ME, "bbt", probe).faces[0].candidates]
     reopened.close()
 
 
 def test_index_is_reconciled_with_the_database(cast, people, engine):
     cast.close()
-    g = Gallery(cast.settings, engine)
-    report = g.startup()
-    assert report["bbt"]["source"] == "loaded" and report["bbt"]["count"] == 2 * len(CAST)
-    with g.db.begin() as conn:  # the database changes behind the index's back (as after a crash)
+    g = Faceledger(cast.settings, engine)
+    report = g.gallery.startup()
+    assert report["default/bbt"]["source"] == "loaded" and report["default/bbt"]["count"] == 2 * len(CAST)
+    with g.gallery.store.db.begin() as conn:  # the database changes behind the index's back (as after a crash)
         from sqlalchemy import text
 
         conn.execute(text("DELETE FROM faces WHERE id = (SELECT MIN(id) FROM faces)"))
-    g2 = Gallery(cast.settings, engine)
-    fixed = g2.startup()["bbt"]
+    g2 = Faceledger(cast.settings, engine)
+    fixed = g2.gallery.startup()["default/bbt"]
     assert fixed["removed"] == 1 and fixed["count"] == 2 * len(CAST) - 1
-    assert g2.rebuild_index("bbt")["count"] == 2 * len(CAST) - 1
+    assert g2.rebuild_index(ME, "bbt")["count"] == 2 * len(CAST) - 1
     g.close()
     g2.close()
 
 
 def test_subject_listing_and_details(cast):
-    listed = cast.list_subjects("bbt")
+    listed = cast.list_subjects(ME, "bbt")
     assert [s.subject_id for s in listed] == sorted(CAST)
-    amy = cast.get_subject("bbt", "amy")
+    amy = cast.get_subject(ME, "bbt", "amy")
     assert amy.display_name == "Amy" and len(amy.faces) == 2
     assert all(len(f.image_sha256) == 64 and f.quality["passed"] for f in amy.faces)
     assert "template" not in str(amy.to_dict())
-    np.testing.assert_equal(cast.list_subjects("bbt", limit=2, offset=1)[0].subject_id, sorted(CAST)[1])
+    np.testing.assert_equal(cast.list_subjects(ME, "bbt", limit=2, offset=1)[0].subject_id, sorted(CAST)[1])

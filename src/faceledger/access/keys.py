@@ -14,21 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from faceledger.errors import FaceledgerError, InvalidArgument, NotFound
+from faceledger.errors import Forbidden, InvalidArgument, NotFound, Unauthorized
 from faceledger.gallery.records import iso
 from faceledger.gallery.schema import ApiKey, utcnow
 
 SCOPES = ("detect", "verify", "identify", "enroll", "admin")
-
-
-class Unauthorized(FaceledgerError):
-    code = "UNAUTHORIZED"
-    http_status = 401
-
-
-class Forbidden(FaceledgerError):
-    code = "FORBIDDEN"
-    http_status = 403
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,10 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from faceledger.errors import FaceledgerError
+from faceledger.errors import TemplateKeyError
 
 AAD = b"faceledger-template-v1"
 CHECK_TEXT = b"faceledger template key check"
-
-
-class TemplateKeyError(FaceledgerError):
-    code = "TEMPLATE_KEY"
-    http_status = 500
 
 
 def parse_key(text: str | None) -> bytes | None:

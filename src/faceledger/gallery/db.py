@@ -13,11 +13,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from faceledger.config import default_url  # noqa: F401  (re-exported: it used to live here)
+
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
-
-
-def default_url(home: Path) -> str:
-    return f"sqlite:///{(home / 'faceledger.db').resolve()}"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,4 +1,4 @@
-"""Plain values the gallery returns to the CLI and the API (no ORM objects leak out)."""
+"""Plain values the gallery returns to the layers above (no ORM objects leak out)."""
 
 from __future__ import annotations
 
@@ -74,47 +74,6 @@ class SubjectInfo:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    subject_id: str
-    display_name: str | None
-    similarity: float
-    fmr: float
-    fmr_is_upper_bound: bool
-    match: bool | None  # None under human review: the service makes no decision
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "similarity": round(self.similarity, 6)}
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One face of a probe image and what the gallery says of it."""
-
-    box: list[float]
-    quality: dict
-    decision: str  # "match", "unknown", or "review" when the tenant requires human review
-    subject_id: str | None  # the matched subject when decision == "match"
-    candidates: list[Candidate]
-
-    def to_dict(self) -> dict:
-        return {"box": self.box, "quality": self.quality, "decision": self.decision, "subject_id": self.subject_id,
-                "candidates": [c.to_dict() for c in self.candidates]}
-
-
-@dataclass(frozen=True)
-class IdentifyResult:
-    collection: str
-    model_id: str
-    target_fmr: float
-    threshold: float
-    faces: list[ProbeResult]
-
-    def to_dict(self) -> dict:
-        return {"collection": self.collection, "model_id": self.model_id, "target_fmr": self.target_fmr,
-                "threshold": round(self.threshold, 6), "faces": [f.to_dict() for f in self.faces]}
-
-
-@dataclass(frozen=True)
 class ErasureReceipt:
     """What an erasure removed, and when: templates from the database and the search index."""
 
@@ -122,6 +81,7 @@ class ErasureReceipt:
     subject_ids: list[str]
     face_ids: list[int]
     erased_at: str
+    audit_seq: int | None = None  # the audit record of the erasure, once written
 
     def to_dict(self) -> dict:
         return {**asdict(self), "faces_deleted": len(self.face_ids)}

@@ -1,4 +1,4 @@
-"""Vector search behind a small interface; FAISS implements it here.
+"""One collection's templates in a FAISS index.
 
 Exact inner-product search (an ID-mapped flat index) below ``ivf_threshold`` templates,
 an inverted-file index (IVF-Flat, which supports removal) above it. The index is
@@ -12,26 +12,9 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Protocol
 
 import faiss
 import numpy as np
-
-
-class VectorIndex(Protocol):
-    """What the gallery needs from a vector store (FAISS here; Milvus or pgvector could follow)."""
-
-    dim: int
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
-
-    def remove(self, ids: np.ndarray) -> None: ...
-
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def ids(self) -> np.ndarray: ...
-
-    def __len__(self) -> int: ...
 
 
 class FaissIndex:

@@ -1,0 +1,244 @@
+"""The gallery: the SQL store (truth) and a vector store (search), kept in step, with the enrolment rules.
+
+Writes go to SQL first (one transaction per call: a subject is never half-written), then
+to the vector store. After a crash between the two, start-up reconciliation brings the
+vector store back in step; search results are always joined with SQL, so an erased face
+can never be returned even by a vector store that lags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+
+from faceledger.config import Settings, get_settings
+from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NotCalibrated, NotFound
+from faceledger.gallery.enrolment import check_consent, check_subject_id, enrolment_face
+from faceledger.gallery.records import CollectionInfo, Consent, ErasureReceipt, SubjectInfo, iso
+from faceledger.gallery.schema import utcnow
+from faceledger.gallery.store import CollectionRef, NewFace, SqlStore
+from faceledger.imaging import ImageInput
+from faceledger.matching.calibration import Calibration, load_calibration
+from faceledger.pipeline.engine import FaceEngine
+from faceledger.vectors import open_vector_store
+
+Ranked = list[tuple[str, str | None, float]]  # (subject id, display name, best similarity), best first
+
+
+class Gallery:
+    def __init__(self, settings: Settings | None = None, engine: FaceEngine | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.engine = engine or FaceEngine(self.settings)
+        self.store = SqlStore(self.settings)
+        dim = sum(self.engine.recognizer(c.recognizer).dim for c in self.engine.profile.components)
+        self.vectors = open_vector_store(self.settings.vector_store, source=self.store, dim=dim,
+                                         directory=self.settings.home / "index", cipher=self.store.cipher,
+                                         ivf_threshold=self.settings.ivf_threshold,
+                                         probe_fraction=self.settings.ivf_probe_fraction)
+        self._calibration: Calibration | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def cipher(self):
+        return self.store.cipher
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.dim
+
+    def startup(self) -> dict[str, dict]:
+        """Load every collection's vectors and check them against SQL; what was repaired, by tenant/collection."""
+        names = {cid: f"{tenant}/{name}" for cid, tenant, name in self.store.collection_names()}
+        return {names.get(cid, str(cid)): r for cid, r in self.vectors.startup().items()}
+
+    def close(self) -> None:
+        self.vectors.close()
+        self.store.close()
+
+    def rekey(self, new_key: bytes | None) -> int:
+        count = self.store.rekey(new_key)
+        self.vectors.cipher = self.store.cipher
+        self.vectors.reset()
+        return count
+
+    @property
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            self._calibration = load_calibration(self.engine.model_id, self.settings.home)
+            if self._calibration is None:
+                raise NotCalibrated(f"no calibration for model {self.engine.model_id}; run `faceledger eval calibrate`")
+        return self._calibration
+
+    # ------------------------------------------------------------------ collections
+    def create_collection(self, name: str, *, tenant: str = "default", target_fmr: float = 1e-4,
+                          require_consent: bool = True, store_crops: bool = False,
+                          retention_days: int | None = None) -> CollectionInfo:
+        if not name or len(name) > 128:
+            raise InvalidArgument("a collection name has 1 to 128 characters")
+        self.calibration.threshold(target_fmr)  # refuses an FMR the calibration cannot support
+        return self.store.create_collection(tenant, name, model_id=self.engine.model_id, target_fmr=target_fmr,
+                                            require_consent=require_consent, store_crops=store_crops,
+                                            retention_days=retention_days)
+
+    def collection(self, name: str, tenant: str = "default", *, for_search: bool = False) -> CollectionRef:
+        c = self.store.collection(tenant, name)
+        if for_search and c.model_id != self.engine.model_id:
+            raise IncompatibleTemplates(
+                f"collection '{c.name}' holds templates of another model; use its profile or re-enrol",
+                collection_model=c.model_id, engine_model=self.engine.model_id)
+        return c
+
+    def list_collections(self, tenant: str = "default") -> list[CollectionInfo]:
+        return self.store.list_collections(tenant)
+
+    def get_collection(self, name: str, tenant: str = "default") -> CollectionInfo:
+        return self.store.collection_info(tenant, name)
+
+    def delete_collection(self, name: str, tenant: str = "default") -> ErasureReceipt:
+        cid, subjects, face_ids = self.store.delete_collection(tenant, name)
+        self.vectors.drop(cid)
+        self.store.purge_freed_pages()
+        return ErasureReceipt(name, subjects, face_ids, iso(utcnow()))
+
+    # ------------------------------------------------------------------ subjects
+    def list_subjects(self, collection: str, *, tenant: str = "default", limit: int = 100,
+                      offset: int = 0) -> list[SubjectInfo]:
+        return self.store.list_subjects(self.collection(collection, tenant).id, limit=limit, offset=offset)
+
+    def get_subject(self, collection: str, subject_id: str, *, tenant: str = "default") -> SubjectInfo:
+        return self.store.get_subject(self.collection(collection, tenant), subject_id)
+
+    def create_subject(self, collection: str, subject_id: str, *, tenant: str = "default",
+                       display_name: str | None = None, metadata: dict | None = None,
+                       consent: Consent | None = None) -> SubjectInfo:
+        check_subject_id(subject_id)
+        c = self.collection(collection, tenant)
+        stored = self.store.stored_consent(c.id, subject_id)
+        if stored is not None:
+            raise AlreadyExists(f"subject '{subject_id}' already exists in '{collection}'", subject_id=subject_id)
+        check_consent(c.require_consent, c.name, None, consent, utcnow())
+        return self.store.create_subject(c, subject_id, display_name=display_name, metadata=metadata, consent=consent)
+
+    def delete_subject(self, collection: str, subject_id: str, *, tenant: str = "default") -> ErasureReceipt:
+        """Erase a subject: every template leaves the database and the vector store in this call."""
+        c = self.collection(collection, tenant)
+        face_ids = self.store.delete_subject(c, subject_id)
+        self._after_erase(c.id, face_ids)
+        return ErasureReceipt(collection, [subject_id], face_ids, iso(utcnow()))
+
+    def delete_face(self, collection: str, subject_id: str, face_id: int, *,
+                    tenant: str = "default") -> ErasureReceipt:
+        c = self.collection(collection, tenant)
+        self.store.delete_face(c, subject_id, face_id)
+        self._after_erase(c.id, [face_id])
+        return ErasureReceipt(collection, [subject_id], [face_id], iso(utcnow()))
+
+    def _after_erase(self, cid: int, face_ids: Sequence[int]) -> None:
+        self.vectors.remove(cid, np.array(face_ids, np.int64))
+        self.store.purge_freed_pages()
+
+    # ------------------------------------------------------------------ enrolment
+    def enroll(self, collection: str, subject_id: str, images: Sequence[ImageInput], *, tenant: str = "default",
+               display_name: str | None = None, metadata: dict | None = None, consent: Consent | None = None,
+               face: int | None = None) -> SubjectInfo:
+        """Enrol one face per image for a subject (created if new). All or nothing: any refusal changes nothing.
+
+        Enrolling an image already enrolled for the subject adds nothing (``created`` False).
+        """
+        check_subject_id(subject_id)
+        if not images:
+            raise InvalidArgument("enrolment needs at least one image")
+        # check before the slow part: unknown collection, model, consent
+        c = self.collection(collection, tenant, for_search=True)
+        check_consent(c.require_consent, c.name, self.store.stored_consent(c.id, subject_id), consent, utcnow())
+        self.vectors.load(c.id)  # loaded before this write commits, so the new faces are added exactly once
+        known = self.store.enrolled_hashes(c.id, subject_id)
+        prepared = []
+        for image in images:
+            bgr = self.engine.decode(image)
+            digest = hashlib.sha256(bgr.tobytes()).hexdigest()
+            # an image already enrolled for this subject is not analysed again (idempotent, resumable)
+            prepared.append(NewFace(digest) if digest in known else
+                            enrolment_face(self.engine, bgr, digest, face, c.store_crops))
+        for attempt in range(2):  # a concurrent enrolment may create the same subject first
+            try:
+                info, new_ids, new_vectors = self.store.write_enrolment(
+                    c, subject_id, prepared, model_id=self.engine.model_id, display_name=display_name,
+                    metadata=metadata, consent=consent)
+                break
+            except IntegrityError:
+                if attempt:
+                    raise
+        if new_ids:  # nothing fallible runs between the commit and this add
+            self.vectors.add(c.id, np.array(new_ids, np.int64), np.stack(new_vectors))
+        return info
+
+    def enroll_templates(self, collection: str, subject_ids: Sequence[str], templates: np.ndarray,
+                         image_hashes: Sequence[str], *, tenant: str = "default", chunk: int = 20_000) -> int:
+        """Bulk-load templates made elsewhere by this engine's model (evaluation, benchmarks, migration).
+
+        One face per row; subjects are created as needed with the collection's consent rule
+        waived, so this path is for data that needs no consent record (public benchmarks) and
+        is not exposed by the API. Each chunk is one transaction. Returns the faces added.
+        """
+        if templates.shape[1] != self.dim:
+            raise InvalidArgument(f"templates have {templates.shape[1]} dimensions, the model makes {self.dim}")
+        c = self.collection(collection, tenant, for_search=True)
+        self.vectors.load(c.id)
+        added = 0
+        for start in range(0, len(subject_ids), chunk):
+            vecs = np.asarray(templates[start : start + chunk], np.float32)
+            ids = self.store.insert_templates(c.id, list(subject_ids[start : start + chunk]), vecs,
+                                              image_hashes[start : start + chunk], model_id=self.engine.model_id)
+            self.vectors.add(c.id, ids, vecs)
+            added += len(ids)
+        return added
+
+    # ------------------------------------------------------------------ search
+    def search(self, c: CollectionRef, templates: np.ndarray, top_k: int) -> list[Ranked]:
+        """Top-k subjects per template, each scored by its best face; only faces SQL still holds."""
+        if not len(templates):
+            return []
+        scores, ids = self.vectors.search(c.id, templates, max(top_k * 4, 20))
+        owner = self.store.owners(c.id, sorted({int(i) for i in ids.ravel() if i >= 0}))
+        out = []
+        for row_scores, row_ids in zip(scores, ids):
+            best: dict[str, tuple[str | None, float]] = {}
+            for score, fid in zip(row_scores, row_ids):
+                if fid in owner:  # joined with SQL: an erased or foreign face is never returned
+                    ext, name = owner[fid]
+                    if ext not in best or score > best[ext][1]:
+                        best[ext] = (name, float(score))
+            ranked = sorted(best.items(), key=lambda kv: -kv[1][1])[:top_k]
+            out.append([(ext, name, score) for ext, (name, score) in ranked])
+        return out
+
+    def search_templates(self, collection: str, templates: np.ndarray, *, tenant: str = "default",
+                         top_k: int = 5) -> list[Ranked]:
+        """Top-k (subject id, name, best similarity) per template, for evaluation and batch work."""
+        return self.search(self.collection(collection, tenant, for_search=True), templates, top_k)
+
+    def best_score(self, c: CollectionRef, subject_id: str, template: np.ndarray) -> float:
+        """1:1 against a claimed subject: the probe against the subject's best-matching face."""
+        templates = self.store.subject_templates(c, subject_id)
+        if not templates:
+            raise NotFound(f"subject '{subject_id}' has no enrolled face", subject_id=subject_id)
+        return float(np.max(np.stack(templates) @ template))
+
+    # ------------------------------------------------------------------ upkeep
+    def retention_due(self, now: dt.datetime) -> list[tuple[str, str, str, str]]:
+        return self.store.retention_due(now)
+
+    def check_index(self, collection: str, tenant: str = "default") -> dict:
+        return self.vectors.check(self.collection(collection, tenant).id)
+
+    def rebuild_index(self, collection: str, tenant: str = "default") -> dict:
+        return self.vectors.rebuild(self.collection(collection, tenant).id)
+
+    def index_contains(self, collection: str, face_ids: Sequence[int], tenant: str = "default") -> bool:
+        cid = self.collection(collection, tenant).id
+        return bool(self.vectors.contains(cid, np.asarray(face_ids, np.int64)).any())

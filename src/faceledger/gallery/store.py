@@ -1,0 +1,412 @@
+"""The SQL store: every read and write of the identity database goes through here.
+
+Collections, subjects and faces (templates encrypted by the template cipher when a key is
+set), tenant policies, retention queries and the template-key check. It is also the
+``TemplateSource`` that vector stores rebuild and reconcile themselves from: SQL is the
+source of truth. Plain records come out, never ORM objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from faceledger.config import Settings
+from faceledger.errors import AlreadyExists, NotFound
+from faceledger.gallery.crypto import TemplateCipher, parse_key
+from faceledger.gallery.db import open_database
+from faceledger.gallery.records import CollectionInfo, Consent, FaceInfo, SubjectInfo, iso
+from faceledger.gallery.schema import Collection, Face, Meta, Subject, TenantPolicy, utcnow
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; faceledger stores UTC."""
+    return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+@dataclass(frozen=True)
+class CollectionRef:
+    """A collection as the layers above need it for one operation."""
+
+    id: int
+    tenant: str
+    name: str
+    model_id: str
+    target_fmr: float
+    require_consent: bool
+    store_crops: bool
+    retention_days: int | None
+
+
+@dataclass(frozen=True)
+class StoredConsent:
+    """What the database holds of a subject's consent (None basis: no record)."""
+
+    basis: str | None
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """One analysed face, ready to be written with its subject."""
+
+    sha: str
+    template: np.ndarray | None = None  # None: the image was already enrolled for this subject
+    quality: dict | None = None
+    box: list | None = None
+    crop: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TenantPolicyInfo:
+    tenant: str
+    identify_per_hour: int | None
+    max_faces_per_search: int | None
+    human_review: bool
+
+    def to_dict(self) -> dict:
+        return {"tenant": self.tenant, "identify_per_hour": self.identify_per_hour,
+                "max_faces_per_search": self.max_faces_per_search, "human_review": self.human_review}
+
+
+class SqlStore:
+    def __init__(self, settings: Settings) -> None:
+        self.db, self.session = open_database(settings.db_url)
+        self.cipher = TemplateCipher(parse_key(settings.template_key))
+        self._check_template_key()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # ------------------------------------------------------------------ template key
+    def _check_template_key(self) -> None:
+        """A wrong or missing template key stops start-up with a clear error, never gives wrong answers."""
+        with self.session() as s:
+            row = s.get(Meta, "template_key_check")
+            if row is None:
+                has_faces = s.scalar(select(func.count()).select_from(Face)) > 0
+                row = Meta(key="template_key_check", value="none" if has_faces else self.cipher.check_value())
+                s.add(row)
+                s.commit()
+            self.cipher.verify_check(row.value)
+
+    def rekey(self, new_key: bytes | None) -> int:
+        """Re-encrypt every template under ``new_key`` (None: store in the clear), in one transaction."""
+        new = TemplateCipher(new_key)
+        with self.session() as s:
+            faces = s.scalars(select(Face)).all()
+            for f in faces:
+                f.template = new.pack(self.cipher.unpack(f.template))
+            s.merge(Meta(key="template_key_check", value=new.check_value()))
+            s.commit()
+        self.cipher = new
+        self.purge_freed_pages()
+        return len(faces)
+
+    # ------------------------------------------------------------------ collections
+    def create_collection(self, tenant: str, name: str, *, model_id: str, target_fmr: float, require_consent: bool,
+                          store_crops: bool, retention_days: int | None) -> CollectionInfo:
+        with self.session() as s:
+            c = Collection(tenant=tenant, name=name, model_id=model_id, target_fmr=target_fmr,
+                           require_consent=require_consent, store_crops=store_crops, retention_days=retention_days)
+            s.add(c)
+            try:
+                s.commit()
+            except IntegrityError:
+                raise AlreadyExists(f"collection '{name}' already exists", collection=name) from None
+            return self._collection_info(s, c)
+
+    def collection(self, tenant: str, name: str) -> CollectionRef:
+        with self.session() as s:
+            return _ref(self._collection(s, name, tenant))
+
+    def collection_info(self, tenant: str, name: str) -> CollectionInfo:
+        with self.session() as s:
+            return self._collection_info(s, self._collection(s, name, tenant))
+
+    def list_collections(self, tenant: str | None) -> list[CollectionInfo]:
+        """A tenant's collections by name; every tenant's (by id) with ``tenant=None``, for maintenance only."""
+        with self.session() as s:
+            q = select(Collection).order_by(Collection.id)
+            if tenant is not None:
+                q = select(Collection).where(Collection.tenant == tenant).order_by(Collection.name)
+            return [self._collection_info(s, c) for c in s.scalars(q).all()]
+
+    def collection_names(self) -> list[tuple[int, str, str]]:
+        """(id, tenant, name) of every collection, for maintenance reports."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(select(Collection.id, Collection.tenant, Collection.name))]
+
+    def collection_sizes(self) -> list[tuple[int, int, int]]:
+        """(collection id, subjects, faces) of every collection: gauges labelled by opaque ids."""
+        with self.session() as s:
+            faces = dict(s.execute(select(Face.collection_id, func.count()).group_by(Face.collection_id)).all())
+            subjects = dict(s.execute(select(Subject.collection_id, func.count())
+                                      .group_by(Subject.collection_id)).all())
+            return [(cid, subjects.get(cid, 0), faces.get(cid, 0)) for cid in s.scalars(select(Collection.id))]
+
+    def delete_collection(self, tenant: str, name: str) -> tuple[int, list[str], list[int]]:
+        """Delete a collection with every subject and face; (collection id, subject ids, face ids)."""
+        with self.session() as s:
+            c = self._collection(s, name, tenant)
+            subjects = list(s.scalars(select(Subject.external_id).where(Subject.collection_id == c.id)).all())
+            face_ids = list(s.scalars(select(Face.id).where(Face.collection_id == c.id)).all())
+            cid = c.id
+            s.execute(delete(Face).where(Face.collection_id == cid))
+            s.execute(delete(Subject).where(Subject.collection_id == cid))
+            s.delete(c)
+            s.commit()
+        return cid, subjects, face_ids
+
+    # ------------------------------------------------------------------ subjects
+    def list_subjects(self, cid: int, *, limit: int, offset: int) -> list[SubjectInfo]:
+        with self.session() as s:
+            rows = s.scalars(select(Subject).where(Subject.collection_id == cid).order_by(Subject.external_id)
+                             .limit(limit).offset(offset)).all()
+            return [self._subject_info(s, r, faces=False) for r in rows]
+
+    def get_subject(self, c: CollectionRef, subject_id: str) -> SubjectInfo:
+        with self.session() as s:
+            return self._subject_info(s, self._subject(s, c, subject_id))
+
+    def stored_consent(self, cid: int, subject_id: str) -> StoredConsent | None:
+        """The subject's consent as stored, or None when the subject does not exist."""
+        with self.session() as s:
+            row = s.execute(select(Subject.consent_basis, Subject.consent_expires_at).where(
+                Subject.collection_id == cid, Subject.external_id == subject_id)).first()
+            return None if row is None else StoredConsent(row[0], aware(row[1]))
+
+    def create_subject(self, c: CollectionRef, subject_id: str, *, display_name: str | None, metadata: dict | None,
+                       consent: Consent | None) -> SubjectInfo:
+        with self.session() as s:
+            subject = Subject(collection_id=c.id, external_id=subject_id, display_name=display_name,
+                              meta=metadata or {}, **_consent_columns(consent))
+            s.add(subject)
+            try:
+                s.commit()
+            except IntegrityError:
+                raise AlreadyExists(f"subject '{subject_id}' already exists in '{c.name}'",
+                                    subject_id=subject_id) from None
+            return self._subject_info(s, subject)
+
+    def delete_subject(self, c: CollectionRef, subject_id: str) -> list[int]:
+        """Delete a subject and its faces in one transaction; returns the face ids."""
+        with self.session() as s:
+            subject = self._subject(s, c, subject_id)
+            face_ids = list(s.scalars(select(Face.id).where(Face.subject_id == subject.id)).all())
+            s.execute(delete(Face).where(Face.subject_id == subject.id))
+            s.delete(subject)
+            s.commit()
+        return face_ids
+
+    def delete_face(self, c: CollectionRef, subject_id: str, face_id: int) -> None:
+        with self.session() as s:
+            subject = self._subject(s, c, subject_id)
+            face = s.get(Face, face_id)
+            if face is None or face.subject_id != subject.id:
+                raise NotFound(f"face {face_id} not found for subject '{subject_id}'", face_id=face_id)
+            s.delete(face)
+            s.commit()
+
+    # ------------------------------------------------------------------ faces
+    def enrolled_hashes(self, cid: int, subject_id: str) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(Face.image_sha256).join(Subject).where(
+                Subject.collection_id == cid, Subject.external_id == subject_id)))
+
+    def write_enrolment(self, c: CollectionRef, subject_id: str, faces: Sequence[NewFace], *, model_id: str,
+                        display_name: str | None, metadata: dict | None,
+                        consent: Consent | None) -> tuple[SubjectInfo, list[int], list[np.ndarray]]:
+        """Create or update the subject and add its new faces in one transaction.
+
+        Returns the subject (with the faces of this call), and the ids and templates of the
+        faces actually added, for the vector store.
+        """
+        new_ids, new_vectors = [], []
+        with self.session() as s:
+            subject = s.scalar(select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id))
+            if subject is None:
+                subject = Subject(collection_id=c.id, external_id=subject_id, meta={}, **_consent_columns(consent))
+                s.add(subject)
+            elif consent is not None:
+                for k, v in _consent_columns(consent).items():
+                    setattr(subject, k, v)
+            if display_name is not None:
+                subject.display_name = display_name
+            if metadata is not None:
+                subject.meta = {**(subject.meta or {}), **metadata}
+            s.flush()
+            rows = []
+            for p in faces:
+                row = s.scalar(select(Face).where(Face.subject_id == subject.id, Face.image_sha256 == p.sha))
+                if row is None and p.template is None:  # was enrolled when we looked, erased since
+                    raise AlreadyExists("the subject changed during this enrolment; send it again")
+                if row is None:
+                    row = Face(subject_id=subject.id, collection_id=c.id, template=self.cipher.pack(p.template),
+                               model_id=model_id, quality=p.quality, image_sha256=p.sha, box=p.box, crop=p.crop)
+                    s.add(row)
+                    s.flush()  # the database allocates the id (safe across processes)
+                    new_ids.append(row.id)
+                    new_vectors.append(p.template)
+                    rows.append(row)
+                elif row not in rows:
+                    rows.append(row)
+            s.commit()  # acknowledged from here on: durable (WAL, synchronous=FULL)
+            info = self._subject_info(s, subject, faces=False)
+            face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), f.id in new_ids)
+                          for f in rows]
+        return (SubjectInfo(info.subject_id, info.display_name, info.metadata, info.consent, info.created_at,
+                            face_infos), new_ids, new_vectors)
+
+    def insert_templates(self, cid: int, subject_ids: Sequence[str], templates: np.ndarray,
+                         image_hashes: Sequence[str], *, model_id: str) -> np.ndarray:
+        """Bulk rows, one face each, subjects created as needed, in one transaction; returns the new face ids."""
+        now = utcnow()
+        with self.session() as s:
+            known = dict(s.execute(select(Subject.external_id, Subject.id).where(
+                Subject.collection_id == cid, Subject.external_id.in_(set(subject_ids)))).all())
+            new = sorted(set(subject_ids) - set(known))
+            if new:
+                s.execute(insert(Subject), [{"collection_id": cid, "external_id": e, "meta": {}, "created_at": now}
+                                            for e in new])
+                known.update(s.execute(select(Subject.external_id, Subject.id).where(
+                    Subject.collection_id == cid, Subject.external_id.in_(new))).all())
+            rows = [{"subject_id": known[e], "collection_id": cid, "template": self.cipher.pack(v),
+                     "model_id": model_id, "quality": {}, "image_sha256": h, "box": [], "enrolled_at": now}
+                    for e, v, h in zip(subject_ids, templates, image_hashes)]
+            # ids come from the database (RETURNING), never from max(id)+1: safe with several writers
+            ids = s.scalars(insert(Face).returning(Face.id, sort_by_parameter_order=True), rows).all()
+            s.commit()
+        return np.array(ids, np.int64)
+
+    def subject_templates(self, c: CollectionRef, subject_id: str) -> list[np.ndarray]:
+        with self.session() as s:
+            subject = self._subject(s, c, subject_id)
+            return [self.cipher.unpack(t) for t in s.scalars(select(Face.template).where(Face.subject_id == subject.id))]
+
+    def owners(self, cid: int, face_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+        """face id -> (subject id, display name) for faces that exist in this collection (the search join)."""
+        with self.session() as s:
+            return {fid: (ext, name) for fid, ext, name in s.execute(
+                select(Face.id, Subject.external_id, Subject.display_name).join(Subject)
+                .where(Face.id.in_(list(face_ids)), Face.collection_id == cid))}
+
+    # ------------------------------------------------------------------ TemplateSource
+    def collection_ids(self) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(Collection.id).order_by(Collection.id)))
+
+    def face_ids(self, collection_id: int) -> np.ndarray:
+        with self.session() as s:
+            return np.array(s.scalars(select(Face.id).where(Face.collection_id == collection_id)).all(), np.int64)
+
+    def vectors(self, face_ids: np.ndarray) -> np.ndarray:
+        out = {}
+        with self.session() as s:
+            for start in range(0, len(face_ids), 5000):
+                chunk = [int(i) for i in face_ids[start : start + 5000]]
+                out.update(s.execute(select(Face.id, Face.template).where(Face.id.in_(chunk))).all())
+        if not len(face_ids):
+            return np.zeros((0, 0), np.float32)
+        return np.stack([self.cipher.unpack(out[int(i)]) for i in face_ids])
+
+    def all_vectors(self, collection_id: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, blobs = [], []
+        with self.db.connect() as conn:
+            result = conn.execution_options(yield_per=50_000).execute(
+                select(Face.id, Face.template).where(Face.collection_id == collection_id).order_by(Face.id))
+            for fid, blob in result:
+                ids.append(fid)
+                blobs.append(self.cipher.open(blob))
+        matrix = np.frombuffer(b"".join(blobs), np.float32).reshape(len(ids), -1) if blobs else None
+        return np.array(ids, np.int64), matrix
+
+    # ------------------------------------------------------------------ tenant policies
+    def tenant_policy(self, tenant: str) -> TenantPolicyInfo:
+        with self.session() as s:
+            p = s.get(TenantPolicy, tenant)
+            if p is None:
+                return TenantPolicyInfo(tenant, None, None, False)
+            return TenantPolicyInfo(tenant, p.identify_per_hour, p.max_faces_per_search, bool(p.human_review))
+
+    def set_tenant_policy(self, tenant: str, **changes) -> TenantPolicyInfo:
+        with self.session() as s:
+            policy = s.get(TenantPolicy, tenant) or TenantPolicy(tenant=tenant, human_review=False)
+            for k, v in changes.items():
+                setattr(policy, k, v)
+            s.merge(policy)
+            s.commit()
+        return self.tenant_policy(tenant)
+
+    # ------------------------------------------------------------------ retention
+    def retention_due(self, now: dt.datetime) -> list[tuple[str, str, str, str]]:
+        """(tenant, collection, subject id, reason) for subjects whose consent expired or retention lapsed."""
+        due = []
+        with self.session() as s:
+            rows = s.execute(select(Collection.tenant, Collection.name, Collection.retention_days, Subject.external_id,
+                                    Subject.created_at, Subject.consent_expires_at).join(Subject)).all()
+        for tenant, name, days, ext, created, expires in rows:
+            if expires is not None and aware(expires) <= now:
+                due.append((tenant, name, ext, "consent expired"))
+            elif days is not None and aware(created) + dt.timedelta(days=days) <= now:
+                due.append((tenant, name, ext, f"retention of {days} days lapsed"))
+        return due
+
+    def purge_freed_pages(self) -> None:
+        """Leave no copy of erased rows in the WAL file (secure_delete zeroes the main file's pages)."""
+        if self.db.dialect.name == "sqlite":
+            with self.db.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _collection(s: Session, name: str, tenant: str) -> Collection:
+        c = s.scalar(select(Collection).where(Collection.tenant == tenant, Collection.name == name))
+        if c is None:
+            raise NotFound(f"collection '{name}' not found", collection=name)
+        return c
+
+    @staticmethod
+    def _subject(s: Session, c: CollectionRef, subject_id: str) -> Subject:
+        subject = s.scalar(select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id))
+        if subject is None:
+            raise NotFound(f"subject '{subject_id}' not found in '{c.name}'", subject_id=subject_id)
+        return subject
+
+    @staticmethod
+    def _collection_info(s: Session, c: Collection) -> CollectionInfo:
+        subjects = s.scalar(select(func.count()).select_from(Subject).where(Subject.collection_id == c.id))
+        faces = s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == c.id))
+        return CollectionInfo(c.name, c.tenant, c.model_id, c.target_fmr, c.require_consent, c.store_crops,
+                              c.retention_days, iso(c.created_at), subjects or 0, faces or 0)
+
+    @staticmethod
+    def _subject_info(s: Session, subject: Subject, faces: bool = True) -> SubjectInfo:
+        consent = None
+        if subject.consent_basis:
+            consent = Consent(subject.consent_basis, subject.consent_reference, subject.consent_given_at,
+                              subject.consent_expires_at).to_dict()
+        face_infos = []
+        if faces:
+            rows = s.scalars(select(Face).where(Face.subject_id == subject.id).order_by(Face.id)).all()
+            face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), True) for f in rows]
+        return SubjectInfo(subject.external_id, subject.display_name, dict(subject.meta or {}), consent,
+                           iso(subject.created_at), face_infos)
+
+
+def _ref(c: Collection) -> CollectionRef:
+    return CollectionRef(c.id, c.tenant, c.name, c.model_id, c.target_fmr, c.require_consent, c.store_crops,
+                         c.retention_days)
+
+
+def _consent_columns(consent: Consent | None) -> dict:
+    if consent is None:
+        return {}
+    return {"consent_basis": consent.basis, "consent_reference": consent.reference,
+            "consent_given_at": consent.given_at or utcnow(), "consent_expires_at": consent.expires_at}

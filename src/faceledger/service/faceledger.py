@@ -1,0 +1,371 @@
+"""The operations layer: every front end (HTTP API, CLI, and those to come) calls these methods.
+
+Each operation takes an ``Actor`` and does, once and in one place: the scope check, tenant
+policy and guardrails, consent parsing and checks, the decision, and a domain event that
+the audit log and the metrics subscribe to (a refusal is an event too). Front ends only map
+their inputs to these calls and the results back to their outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from faceledger.access.keys import KeyStore
+from faceledger.audit.log import AuditLog, Verification
+from faceledger.config import Settings, get_settings
+from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, NotFound
+from faceledger.gallery.gallery import Gallery
+from faceledger.gallery.records import CollectionInfo, Consent, ErasureReceipt, FaceInfo, SubjectInfo
+from faceledger.gallery.schema import utcnow
+from faceledger.gallery.store import TenantPolicyInfo
+from faceledger.imaging import ImageInput
+from faceledger.matching.compare import Comparison, Template, compare, decide
+from faceledger.matching.decisions import IdentifyResult, open_set
+from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
+from faceledger.service import events as ev
+from faceledger.service.actor import Actor
+from faceledger.service.guardrails import HourlyQuota, RateLimiter
+from faceledger.service.subscribers import ServiceMetrics, subscribe_defaults
+
+READ_SCOPES = ("enroll", "identify", "verify")
+
+
+class Faceledger:
+    def __init__(self, settings: Settings | None = None, engine: FaceEngine | None = None, *,
+                 metrics: ServiceMetrics | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.engine = engine or FaceEngine(self.settings)
+        self.gallery = Gallery(self.settings, self.engine)
+        self.keys = KeyStore(self.gallery.store.session)
+        self.audit = AuditLog.from_settings(self.settings, self.gallery.store.session)
+        self.metrics = metrics or ServiceMetrics()
+        self.events = ev.EventBus()
+        subscribe_defaults(self.events, self.audit, self.metrics)
+        self.rate = RateLimiter(self.settings.identify_per_minute)
+        self.hourly = HourlyQuota()
+
+    # ------------------------------------------------------------------ lifecycle
+    def startup(self) -> dict[str, dict]:
+        """Load the models and check every collection's vectors against SQL; returns what was repaired."""
+        self.engine.load()
+        return self.gallery.startup()
+
+    def close(self) -> None:
+        self.audit.checkpoint()
+        self.gallery.close()
+
+    def authenticate(self, token: str | None, *, request_id: str | None = None, client: str | None = None) -> Actor:
+        """The actor of an API key (raises Unauthorized for a missing, unknown or revoked key)."""
+        p = self.keys.authenticate(token)
+        return Actor(p.tenant, p.key_id, p.purpose, p.scopes, request_id=request_id, client=client)
+
+    def refuse(self, operation: str, actor: Actor, exc: Exception, *, collection: str | None = None,
+               subject_ids: Sequence[str] = ()) -> None:
+        """Record a refusal that happened before the operation could start (authentication, a bad body)."""
+        if isinstance(exc, FaceledgerError):
+            if exc.audited:
+                return
+            exc.audited = True
+        code = exc.code if isinstance(exc, FaceledgerError) else "INTERNAL"
+        self.events.publish(ev.OperationRefused(actor, collection, tuple(subject_ids), refused=operation, code=code))
+
+    @contextmanager
+    def _operation(self, name: str, actor: Actor, collection: str | None = None,
+                   subject_ids: Sequence[str] = ()) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            self.refuse(name, actor, exc, collection=collection, subject_ids=subject_ids)
+            raise
+
+    def _done(self, event: ev.Event) -> int | None:
+        """Publish a completed operation; returns its audit record's sequence number."""
+        return self.events.publish(event).get("audit")
+
+    @property
+    def calibration(self):
+        return self.gallery.calibration
+
+    # ------------------------------------------------------------------ faces
+    def detect(self, actor: Actor, image: ImageInput) -> FaceAnalysis:
+        """Boxes, landmarks, confidence and quality of every face (no templates)."""
+        with self._operation("detect", actor):
+            actor.require("detect")
+            analysis = self.engine.analyze(image, embed=False)
+            self._done(ev.FacesDetected(actor, decision=f"{len(analysis)} faces", faces=len(analysis)))
+        return analysis
+
+    def compare(self, actor: Actor, image_a: ImageInput, image_b: ImageInput, *, target_fmr: float | None = 1e-4,
+                face_a: int | None = None, face_b: int | None = None) -> Comparison:
+        """1:1 between the faces of two images: similarity, calibrated FMR, decision at ``target_fmr``."""
+        with self._operation("compare", actor):
+            actor.require("verify")
+            a, i = self.engine.single_face(image_a, face=face_a)
+            b, j = self.engine.single_face(image_b, face=face_b)
+            result = compare(Template(a.templates[i], a.model_id), Template(b.templates[j], b.model_id),
+                             self.calibration, target_fmr)
+            self._done(ev.FacesCompared(actor, scores=(result.similarity,), decision=_yes_no(result), faces=2))
+        return result
+
+    # ------------------------------------------------------------------ collections
+    def create_collection(self, actor: Actor, name: str, *, target_fmr: float = 1e-4, require_consent: bool = True,
+                          store_crops: bool = False, retention_days: int | None = None) -> CollectionInfo:
+        with self._operation("collection.create", actor, name):
+            actor.require("admin")
+            info = self.gallery.create_collection(name, tenant=actor.tenant, target_fmr=target_fmr,
+                                                  require_consent=require_consent, store_crops=store_crops,
+                                                  retention_days=retention_days)
+            self._done(ev.CollectionCreated(actor, name))
+        return info
+
+    def list_collections(self, actor: Actor) -> list[CollectionInfo]:
+        actor.require(*READ_SCOPES)
+        return self.gallery.list_collections(actor.tenant)
+
+    def get_collection(self, actor: Actor, name: str) -> CollectionInfo:
+        actor.require(*READ_SCOPES)
+        return self.gallery.get_collection(name, actor.tenant)
+
+    def delete_collection(self, actor: Actor, name: str) -> ErasureReceipt:
+        """Delete a collection, erasing every subject and template in it."""
+        with self._operation("collection.delete", actor, name):
+            actor.require("admin")
+            receipt = self.gallery.delete_collection(name, actor.tenant)
+            seq = self._done(ev.CollectionDeleted(actor, name, tuple(receipt.subject_ids),
+                                                  decision=f"erased {len(receipt.face_ids)} faces",
+                                                  face_ids=tuple(receipt.face_ids)))
+        return dataclasses.replace(receipt, audit_seq=seq)
+
+    # ------------------------------------------------------------------ subjects
+    def create_subject(self, actor: Actor, collection: str, subject_id: str, *, display_name: str | None = None,
+                       metadata: dict | None = None, consent: Consent | None = None) -> SubjectInfo:
+        """A subject with metadata and a consent record; faces are enrolled separately."""
+        with self._operation("subject.create", actor, collection, [subject_id]):
+            actor.require("enroll")
+            info = self.gallery.create_subject(collection, subject_id, tenant=actor.tenant,
+                                               display_name=display_name, metadata=metadata, consent=consent)
+            self._done(ev.SubjectCreated(actor, collection, (subject_id,)))
+        return info
+
+    def list_subjects(self, actor: Actor, collection: str, *, limit: int = 100, offset: int = 0) -> list[SubjectInfo]:
+        actor.require("enroll")
+        return self.gallery.list_subjects(collection, tenant=actor.tenant, limit=limit, offset=offset)
+
+    def get_subject(self, actor: Actor, collection: str, subject_id: str) -> SubjectInfo:
+        """A subject with its faces (never templates)."""
+        actor.require("enroll")
+        return self.gallery.get_subject(collection, subject_id, tenant=actor.tenant)
+
+    def list_faces(self, actor: Actor, collection: str, subject_id: str) -> list[FaceInfo]:
+        return self.get_subject(actor, collection, subject_id).faces
+
+    def erase_subject(self, actor: Actor, collection: str, subject_id: str) -> ErasureReceipt:
+        """Erase a subject: its templates leave the database and the vector store in this call."""
+        with self._operation("erase", actor, collection, [subject_id]):
+            actor.require("enroll")
+            receipt = self.gallery.delete_subject(collection, subject_id, tenant=actor.tenant)
+            seq = self._done(ev.SubjectErased(actor, collection, (subject_id,),
+                                              decision=f"erased {len(receipt.face_ids)} faces",
+                                              face_ids=tuple(receipt.face_ids)))
+        return dataclasses.replace(receipt, audit_seq=seq)
+
+    def erase_face(self, actor: Actor, collection: str, subject_id: str, face_id: int) -> ErasureReceipt:
+        with self._operation("erase", actor, collection, [subject_id]):
+            actor.require("enroll")
+            receipt = self.gallery.delete_face(collection, subject_id, face_id, tenant=actor.tenant)
+            seq = self._done(ev.SubjectErased(actor, collection, (subject_id,), decision="erased 1 face",
+                                              face_ids=(face_id,)))
+        return dataclasses.replace(receipt, audit_seq=seq)
+
+    def enroll(self, actor: Actor, collection: str, subject_id: str, images: Sequence[ImageInput], *,
+               display_name: str | None = None, metadata: dict | None = None, consent: Consent | None = None,
+               face: int | None = None) -> SubjectInfo:
+        """Enrol one face per image for a subject (created if new); all or nothing."""
+        with self._operation("enroll", actor, collection, [subject_id]):
+            actor.require("enroll")
+            info = self.gallery.enroll(collection, subject_id, images, tenant=actor.tenant,
+                                       display_name=display_name, metadata=metadata, consent=consent, face=face)
+            created = [f.face_id for f in info.faces if f.created]
+            self._done(ev.FacesEnrolled(actor, collection, (subject_id,), decision=f"enrolled {len(created)} faces",
+                                        faces=len(info.faces), face_ids=tuple(created)))
+        return info
+
+    # ------------------------------------------------------------------ search
+    def identify(self, actor: Actor, collection: str, image: ImageInput, *, top_k: int = 5,
+                 target_fmr: float | None = None) -> IdentifyResult:
+        """1:N for every face of the probe (largest first): top-k subjects and an open-set decision.
+
+        The tenant's guardrails apply: per-key rate and hourly quota, faces searched per
+        image, and human review (candidates only, decision "review").
+        """
+        with self._operation("identify", actor, collection):
+            actor.require("identify")
+            policy = self.gallery.store.tenant_policy(actor.tenant)
+            if actor.key_id is not None:  # limits are per key; the local operator has none
+                self.rate.take(actor.key_id)
+                if policy.identify_per_hour:
+                    self.hourly.take(actor.key_id, policy.identify_per_hour)
+            if not 1 <= top_k <= 100:
+                raise InvalidArgument("top_k is between 1 and 100")
+            c = self.gallery.collection(collection, actor.tenant, for_search=True)
+            fmr = target_fmr or c.target_fmr
+            threshold = self.calibration.threshold(fmr)
+            analysis = self.engine.analyze(image)
+            n = min(len(analysis), policy.max_faces_per_search or self.settings.max_faces)
+            ranked = self.gallery.search(c, analysis.templates[:n], top_k) if n else []
+            faces = [open_set([round(float(v), 1) for v in analysis.detections.boxes[i]],
+                              analysis.quality[i].to_dict(), ranked[i], self.calibration, threshold,
+                              human_review=policy.human_review) for i in range(n)]
+            result = IdentifyResult(collection, self.engine.model_id, fmr, threshold, faces)
+            self._done(ev.FaceIdentified(actor, collection,
+                                         tuple(c.subject_id for f in faces for c in f.candidates),
+                                         tuple(c.similarity for f in faces for c in f.candidates),
+                                         decision=result.audit_decision, faces=n))
+        return result
+
+    def verify(self, actor: Actor, collection: str, subject_id: str, image: ImageInput, *,
+               target_fmr: float | None = None, face: int | None = None) -> Comparison:
+        """1:1 of the image's face against a claimed subject (its best-matching face)."""
+        with self._operation("verify", actor, collection, [subject_id]):
+            actor.require("verify")
+            c = self.gallery.collection(collection, actor.tenant, for_search=True)
+            self.gallery.store.get_subject(c, subject_id)  # NOT_FOUND before the slow part
+            analysis, i = self.engine.single_face(image, face=face)
+            score = self.gallery.best_score(c, subject_id, analysis.templates[i])
+            result = decide(score, self.calibration, target_fmr or c.target_fmr)
+            self._done(ev.SubjectVerified(actor, collection, (subject_id,), (result.similarity,),
+                                          decision=_yes_no(result), faces=1))
+        return result
+
+    # ------------------------------------------------------------------ keys and tenants
+    def create_key(self, actor: Actor, tenant: str, scopes: Sequence[str], purpose: str) -> tuple[str, dict]:
+        """A new API key (shown once) for ``tenant``; a key's holder may only create keys for its own tenant."""
+        with self._operation("key.create", actor):
+            actor.require("admin")
+            if actor.scopes is not None and tenant != actor.tenant:
+                raise Forbidden("a key may only create keys for its own tenant", tenant=tenant)
+            key, info = self.keys.create(tenant, list(scopes), purpose)
+            self._done(ev.KeyCreated(actor, decision=f"key {info['key_id']} for tenant {tenant}: "
+                                                     f"{','.join(info['scopes'])}"))
+        return key, info
+
+    def list_keys(self, actor: Actor, tenant: str | None = None) -> list[dict]:
+        actor.require("admin")
+        return self.keys.list(actor.tenant if actor.scopes is not None else tenant)
+
+    def revoke_key(self, actor: Actor, key_id: str) -> dict:
+        with self._operation("key.revoke", actor):
+            actor.require("admin")
+            if actor.scopes is not None and not any(k["key_id"] == key_id for k in self.keys.list(actor.tenant)):
+                raise NotFound(f"key '{key_id}' not found", key_id=key_id)
+            info = self.keys.revoke(key_id)
+            self._done(ev.KeyRevoked(actor, decision=f"key {key_id} revoked"))
+        return info
+
+    def tenant_policy(self, actor: Actor, tenant: str) -> TenantPolicyInfo:
+        actor.require("admin")
+        return self.gallery.store.tenant_policy(tenant if actor.scopes is None else actor.tenant)
+
+    def set_tenant_policy(self, actor: Actor, tenant: str, **changes) -> TenantPolicyInfo:
+        """Set a tenant's guardrails (changes left out keep their value). Local operator only."""
+        actor = dataclasses.replace(actor, tenant=tenant)
+        with self._operation("tenant.policy", actor):
+            if actor.scopes is not None:
+                raise Forbidden("tenant guardrails are set by the operator of the deployment")
+            unknown = set(changes) - {"identify_per_hour", "max_faces_per_search", "human_review"}
+            if unknown:
+                raise InvalidArgument(f"unknown guardrails: {', '.join(sorted(unknown))}")
+            info = self.gallery.store.set_tenant_policy(tenant, **changes)
+            self._done(ev.TenantPolicyChanged(actor, decision=json.dumps(info.to_dict())))
+        return info
+
+    # ------------------------------------------------------------------ audit and oversight
+    def query_audit(self, actor: Actor, *, subject_id: str | None = None, key_id: str | None = None,
+                    operation: str | None = None, since: str | None = None, until: str | None = None,
+                    limit: int = 1000, offset: int = 0) -> list[dict]:
+        """This tenant's audit records, by subject (a subject-access query), key, operation, time."""
+        with self._operation("audit.query", actor, subject_ids=[subject_id] if subject_id else []):
+            actor.require("admin")
+            rows = self.audit.query(tenant=actor.tenant, subject_id=subject_id, key_id=key_id, operation=operation,
+                                    since=since, until=until, limit=limit, offset=offset)
+            self._done(ev.AuditQueried(actor, subject_ids=(subject_id,) if subject_id else (),
+                                       decision=f"{len(rows)} records"))
+        return rows
+
+    def verify_audit(self, actor: Actor) -> Verification:
+        """Check the whole hash chain and its seals; names the first bad record."""
+        with self._operation("audit.verify", actor):
+            actor.require("admin")
+            result = self.audit.verify()
+            self._done(ev.AuditVerified(actor, decision="intact" if result.ok else f"broken at {result.first_bad_seq}"))
+        return result
+
+    def export_audit(self, actor: Actor, fmt: str, *, tenant: str | None = None, subject_id: str | None = None,
+                     since: str | None = None, until: str | None = None) -> Iterator[str]:
+        """Audit records as jsonl or csv; a key's holder sees its own tenant only."""
+        actor.require("admin")
+        if fmt not in ("jsonl", "csv"):
+            raise InvalidArgument("the export format is jsonl or csv")
+        tenant = tenant if actor.scopes is None else actor.tenant
+        return self.audit.export(fmt, tenant=tenant, subject_id=subject_id, since=since, until=until)
+
+    def checkpoint_audit(self, actor: Actor) -> dict | None:
+        actor.require("admin")
+        return self.audit.checkpoint()
+
+    def read_report(self, actor: Actor) -> dict:
+        """The accuracy and fairness report of the running model (from `faceledger report`)."""
+        with self._operation("report.read", actor):
+            actor.require("admin")
+            path = self.settings.home / "reports" / f"report-{self.engine.profile.name}" / "report.json"
+            if not path.is_file():
+                raise NotFound("no report for the running model yet: run `faceledger report`")
+            data = json.loads(path.read_text())
+            if data.get("model_id") != self.engine.model_id:
+                raise NotFound("the stored report is for another model: run `faceledger report` again")
+            self._done(ev.ReportRead(actor))
+        return data
+
+    # ------------------------------------------------------------------ upkeep
+    def rekey(self, actor: Actor, new_key: bytes | None) -> int:
+        """Re-encrypt every template under ``new_key`` (None: in the clear). Local operator only."""
+        with self._operation("templates.rekey", actor):
+            if actor.scopes is not None:
+                raise Forbidden("templates are re-encrypted by the operator of the deployment")
+            count = self.gallery.rekey(new_key)
+            self._done(ev.TemplatesRekeyed(actor, decision=f"re-encrypted {count} templates"))
+        return count
+
+    def check_index(self, actor: Actor, collection: str) -> dict:
+        actor.require("admin")
+        return self.gallery.check_index(collection, actor.tenant)
+
+    def rebuild_index(self, actor: Actor, collection: str) -> dict:
+        actor.require("admin")
+        return self.gallery.rebuild_index(collection, actor.tenant)
+
+    def run_retention(self, now: dt.datetime | None = None) -> list[dict]:
+        """Erase every subject whose consent expired or whose retention lapsed at ``now``; one audited
+        erasure (and receipt) each."""
+        receipts = []
+        for tenant, collection, subject_id, reason in self.gallery.retention_due(now or utcnow()):
+            actor = Actor.system(tenant, "retention schedule").with_reference(reason)
+            with self._operation("erase", actor, collection, [subject_id]):
+                receipt = self.gallery.delete_subject(collection, subject_id, tenant=tenant)
+                seq = self._done(ev.SubjectErased(actor, collection, (subject_id,),
+                                                  decision=f"erased {len(receipt.face_ids)} faces ({reason})",
+                                                  face_ids=tuple(receipt.face_ids)))
+            receipts.append({**dataclasses.replace(receipt, audit_seq=seq).to_dict(), "tenant": tenant,
+                             "reason": reason})
+        return receipts
+
+    def refresh_metrics(self) -> None:
+        self.metrics.set_gallery_sizes(self.gallery.store.collection_sizes())
+
+
+def _yes_no(result: Comparison) -> str:
+    return "match" if result.match else "no match"
