@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test bench lfw
+.PHONY: setup serve test test-all bench lfw
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 serve: setup
 	$(VENV)/bin/faceledger serve
 
+# quick run: skips tests marked slow (pyproject addopts: -m "not slow")
 test: setup
 	$(PY) -m pytest
+
+# everything, slow tests included (CI)
+test-all: setup
+	$(PY) -m pytest -m "slow or not slow"
 
 bench: setup
 	$(PY) -m pip install --quiet --no-deps "face_recognition>=1.3"

@@ -33,7 +33,7 @@ from faceledger.config import Settings
 from faceledger.evaluation.batch import embed_files
 from faceledger.evaluation.calibrate import lfw_images
 from faceledger.evaluation.identify import split_lfw
-from faceledger.gallery.service import Gallery
+from faceledger.gallery.gallery import Gallery
 from faceledger.pipeline.engine import Components, FaceEngine
 
 console = Console()

@@ -10,10 +10,11 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from faceledger.audit.context import Actor, audited
 from faceledger.audit.log import AuditLog
 from faceledger.errors import NoFace
 from faceledger.gallery.db import default_url, open_database
+from faceledger.gallery.records import Consent
+from faceledger.service import Actor, Faceledger
 
 KEY = b"k" * 32
 
@@ -93,12 +94,19 @@ def test_wrong_key_cannot_vouch_for_the_seals(log):
     assert not result.ok and "seal" in result.reason
 
 
-def test_refusals_are_recorded_once(log):
+def test_refusals_are_recorded_once(log, tmp_path, settings, engine):
+    """An operation refused by the service (here: no face in the image) writes one audit record, with its code."""
+    import cv2
+    import numpy as np
+
+    service = Faceledger(settings.model_copy(update={"home": tmp_path, "audit_key": KEY.decode()}), engine)
+    service.create_collection(Actor.local("acme"), "staff")
     before = log.verify().records
+    blank = cv2.imencode(".png", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
+    actor = Actor("acme", "abc123", "door", frozenset({"enroll"}), request_id="req-1", client="10.0.0.9")
     with pytest.raises(NoFace):
-        with audited(log, "enroll", Actor("acme", "abc123", "door", "req-1", "10.0.0.9"), collection="staff") as e:
-            e.subject_ids = ["alice"]
-            raise NoFace("no face was found in the image")
+        service.enroll(actor, "staff", "alice", [blank], consent=Consent("explicit-consent"))
+    service.close()
     rows = log.query(subject_id="alice")
     assert len(rows) == 1 and rows[0]["outcome"] == "NO_FACE" and rows[0]["request_id"] == "req-1"
     assert log.verify().records == before + 1
@@ -115,7 +123,7 @@ def test_cli_audit_verify_and_export(log, tmp_path):
     assert lines and all("s3" in x["subject_ids"] for x in lines)
     csv_out = subprocess.run([sys.executable, "-m", "faceledger.cli", "audit", "export", "--format", "csv"],
                              env=env, capture_output=True, text=True)
-    assert csv_out.stdout.count("\n") == 251
+    assert csv_out.stdout.count("\n") == 1 + 250 + 1  # header, the log's records, and the audited verify itself
     sql(log, "UPDATE audit_records SET purpose = 'something else' WHERE seq = 7")
     bad = subprocess.run([sys.executable, "-m", "faceledger.cli", "audit", "verify"], env=env, capture_output=True,
                          text=True)

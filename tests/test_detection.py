@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from faceledger.models.detections import Detections
 from faceledger.models.files import resolve
-from faceledger.pipeline.detections import Detections
 
 
 def test_two_person_photo_gives_two_faces(engine, people):

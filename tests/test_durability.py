@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from faceledger.gallery.service import Gallery
+from faceledger.gallery.gallery import Gallery
 
 
 def people_dir(lfw: Path, dest: Path, n_people: int, per_person: int) -> Path:
@@ -26,23 +26,23 @@ def people_dir(lfw: Path, dest: Path, n_people: int, per_person: int) -> Path:
     return dest
 
 
-def cli(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "faceledger.cli", *args]
+def cli(home: Path, *args: str) -> dict:
+    """subprocess arguments for ``faceledger ARGS`` with its state under ``home``."""
+    return {"args": [sys.executable, "-m", "faceledger.cli", *args], "env": {**os.environ, "FACELEDGER_HOME": str(home)}}
 
 
 def test_sigkill_during_enroll_dir(data_dir, tmp_path, settings, engine):
     home = tmp_path / "home"
-    env = {**os.environ, "FACELEDGER_HOME": str(home)}
     first = people_dir(data_dir / "lfw", tmp_path / "first", 4, 2)
     folder = people_dir(data_dir / "lfw", tmp_path / "all", 60, 3)
-    subprocess.run(cli(home, "collections", "create", "bulk"), env=env, check=True, capture_output=True)
+    subprocess.run(**cli(home, "collections", "create", "bulk"), check=True, capture_output=True)
     # a first run that completes, so a persisted index exists and goes stale with the next run
-    done = subprocess.run(cli(home, "enroll-dir", "bulk", str(first), "--consent", "explicit-consent"), env=env,
+    done = subprocess.run(**cli(home, "enroll-dir", "bulk", str(first), "--consent", "explicit-consent"),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (home / "index").is_dir()
 
-    proc = subprocess.Popen(cli(home, "enroll-dir", "bulk", str(folder), "--consent", "explicit-consent"), env=env,
+    proc = subprocess.Popen(**cli(home, "enroll-dir", "bulk", str(folder), "--consent", "explicit-consent"),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     acknowledged = []
     for line in proc.stdout:
@@ -56,9 +56,9 @@ def test_sigkill_during_enroll_dir(data_dir, tmp_path, settings, engine):
     assert proc.returncode == -signal.SIGKILL and len(acknowledged) >= 25
 
     g = Gallery(settings.model_copy(update={"home": home}), engine)
-    report = g.startup()["bulk"]
+    report = g.startup()["default/bulk"]
     assert report["source"] == "loaded" and report["added"] >= 25  # the stale index was brought in step
-    with g.db.connect() as conn:
+    with g.store.db.connect() as conn:
         rows = dict(conn.execute(text(
             "SELECT f.id, s.external_id FROM faces f JOIN subjects s ON s.id = f.subject_id")).fetchall())
         faceless = conn.execute(text(
@@ -67,10 +67,11 @@ def test_sigkill_during_enroll_dir(data_dir, tmp_path, settings, engine):
     for record in acknowledged:  # every acknowledged enrolment is there, for the right subject
         assert rows.get(record["face_id"]) == record["subject_id"]
     assert faceless == 0  # no half-written subject
-    assert np.array_equal(np.sort(g._index(1).ids()), np.sort(np.array(list(rows), np.int64)))
+    held = np.array(list(rows), np.int64)  # the vector store holds exactly the faces SQL holds
+    assert g.vectors.count(1) == len(held) and g.vectors.contains(1, held).all()
     g.close()
 
-    resumed = subprocess.run(cli(home, "enroll-dir", "bulk", str(folder), "--consent", "explicit-consent"), env=env,
+    resumed = subprocess.run(**cli(home, "enroll-dir", "bulk", str(folder), "--consent", "explicit-consent"),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])["summary"]

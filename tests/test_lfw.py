@@ -1,4 +1,4 @@
-"""LFW protocol on real data. CI runs the fast profile on folds 1 and 2; the README gives all ten."""
+"""LFW protocol on real data. CI (`make test-all`) runs the fast profile on folds 1 and 2; the README gives all ten."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from faceledger.evaluation.lfw import read_pairs, ten_fold
 
@@ -32,6 +33,7 @@ def test_ten_fold_threshold_is_chosen_on_other_folds():
     assert r["accuracy_per_fold"][1] == 0.5  # threshold from fold 0 accepts every pair of fold 1
 
 
+@pytest.mark.slow  # embeds the images of 1,200 LFW pairs (folds 1-2), then runs again from the cache
 def test_eval_lfw_two_folds_fast(data_dir, tmp_path):
     env = {**os.environ, "FACELEDGER_HOME": str(tmp_path), "FACELEDGER_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "faceledger.cli", "eval", "lfw", "--profile", "fast", "--folds", "1,2"]
@@ -49,6 +51,7 @@ def test_eval_lfw_two_folds_fast(data_dir, tmp_path):
     assert cached["accuracy_mean"] == result["accuracy_mean"] and cached["embedding_seconds"] < 5
 
 
+@pytest.mark.slow  # open-set 1:N over all 13,233 LFW images
 def test_eval_lfw_identify_fast(data_dir, tmp_path):
     """Open-set 1:N over all of LFW through the real gallery (embeds 13,233 images on a fresh machine)."""
     env = {**os.environ, "FACELEDGER_HOME": str(tmp_path), "FACELEDGER_DATA_DIR": str(data_dir)}

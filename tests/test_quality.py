@@ -52,3 +52,20 @@ def test_profile_face_is_extreme_pose(engine, people):
 
     yaw, _ = pose_from_landmarks(lm)
     assert abs(frontal.yaw) < 15 and abs(yaw[0]) > 45
+
+
+def test_tilted_face_reports_extreme_pose(engine, people, settings):
+    """EXTREME_POSE is reported past the roll limit, and not for the same face upright."""
+    from faceledger.pipeline.engine import FaceEngine
+
+    strict = FaceEngine(settings.model_copy(update={"max_roll": 10.0}), "fast")
+    bgr = strict.decode(people / "face_recognition_examples" / "obama.jpg")
+    frontal = reasons(strict, bgr)
+    assert abs(frontal.roll) < 5 and QualityReason.EXTREME_POSE not in frontal.reasons, frontal
+    h, w = bgr.shape[:2]
+    # the detector's eye line follows a 40 degree tilt only part of the way (about 18 degrees here)
+    tilted = cv2.warpAffine(bgr, cv2.getRotationMatrix2D((w / 2, h / 2), 40, 1.0), (w, h),
+                            borderMode=cv2.BORDER_REPLICATE)
+    q = reasons(strict, tilted)
+    assert abs(q.roll) > 10 and QualityReason.EXTREME_POSE in q.reasons, q
+    assert QualityReason.EXTREME_POSE not in reasons(engine, tilted).reasons  # within the default 45 degrees

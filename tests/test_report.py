@@ -39,6 +39,7 @@ def no_nan(value) -> bool:
     return True
 
 
+@pytest.mark.slow  # its fixture builds the report: all ten LFW folds, open-set identification, demographics
 def test_report_json_matches_schema(report_dir):
     import jsonschema
 
@@ -53,6 +54,7 @@ def test_report_json_matches_schema(report_dir):
     assert any(not g["fmr"]["conclusive"] for g in race.values())  # small groups are said to be small
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

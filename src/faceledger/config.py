@@ -10,6 +10,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def default_url(home: Path) -> str:
+    """The default database: an SQLite file under HOME."""
+    return f"sqlite:///{(home / 'faceledger.db').resolve()}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACELEDGER_", env_file=".env", extra="ignore")
 
@@ -29,6 +34,7 @@ class Settings(BaseSettings):
 
     # gallery
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file HOME/faceledger.db.")
+    vector_store: str = Field("faiss", description="Where templates are searched: faiss (embedded, the default).")
     ivf_threshold: int = Field(200_000, ge=1, description="Collections this large use an IVF index, smaller ones exact search.")
     ivf_probe_fraction: float = Field(0.125, gt=0, le=1, description="Share of IVF lists searched per query (recall vs speed, see benchmarks).")
 
@@ -39,6 +45,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=1, description="Requests waiting for a worker beyond this get 503.")
     queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 503.")
     max_images_per_request: int = Field(10, ge=1, description="Images one enrolment request may carry.")
+    metrics_token: str | None = Field(None, description="Bearer token for GET /metrics (besides admin keys); unset: admin keys only.")
     identify_per_minute: int = Field(600, ge=1, description="Identification requests per key per minute (429 above).")
 
     # accountability
@@ -73,8 +80,6 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         """The SQLAlchemy URL in use: the setting, or the SQLite file under HOME."""
-        from faceledger.gallery.db import default_url
-
         return self.database_url or default_url(self.home)
 
     @property

@@ -1,1 +1,1 @@
-"""The HTTP API: a thin FastAPI layer over the same functions the CLI calls."""
+"""The HTTP API: a thin FastAPI front end over the operations layer (``faceledger.service.Faceledger``)."""

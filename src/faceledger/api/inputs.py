@@ -12,20 +12,10 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from faceledger.errors import FaceledgerError, InvalidImage, PayloadTooLarge
+from faceledger.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from faceledger.imaging import decode_base64
 
 Body = TypeVar("Body", bound=BaseModel)
-
-
-class InvalidRequest(FaceledgerError):
-    code = "INVALID_REQUEST"
-    http_status = 422
-
-
-class UnsupportedMediaType(FaceledgerError):
-    code = "UNSUPPORTED_MEDIA_TYPE"
-    http_status = 415
 
 
 def _image_fields(model: type[BaseModel]) -> dict[str, bool]:

@@ -1,24 +1,22 @@
-"""Service runtime: a bounded inference pool, per-key rate limits, Prometheus metrics."""
+"""HTTP runtime: a bounded inference pool, the request context middleware and the HTTP metrics.
+
+The HTTP metrics live on the service's Prometheus registry (``Faceledger.metrics.registry``),
+labelled by route template (``/v1/collections/{collection}/identify``), never by tenant or
+collection name.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
+import uuid
+import weakref
 
 import anyio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faceledger.errors import FaceledgerError
-
-
-class Overloaded(FaceledgerError):
-    code = "OVERLOADED"
-    http_status = 503
-
-
-class RateLimited(FaceledgerError):
-    code = "RATE_LIMITED"
-    http_status = 429
+from faceledger.errors import Overloaded
 
 
 class InferencePool:
@@ -51,59 +49,60 @@ class InferencePool:
             self.limiter.release()
 
 
-class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests, refilled continuously."""
+class HttpMetrics:
+    """Requests, latency and the inference queue, on a given registry (one set per registry)."""
 
-    def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+    _on: weakref.WeakKeyDictionary[CollectorRegistry, HttpMetrics] = weakref.WeakKeyDictionary()
 
-    def take(self, key: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                retry = (1 - tokens) / self.rate
-                self._buckets[key] = (tokens, now)
-                raise RateLimited(f"identification rate limit of {self.capacity:g} per minute reached",
-                                  retry_after_s=round(retry, 2))
-            self._buckets[key] = (tokens - 1, now)
-
-
-class HourlyQuota:
-    """At most N identifications per key in any clock hour (a tenant guardrail against bulk searching)."""
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str, per_hour: int) -> None:
-        hour = int(time.time() // 3600)
-        with self._lock:
-            used = self._counts.get((key, hour), 0)
-            if used >= per_hour:
-                raise RateLimited(f"this key's quota of {per_hour} identifications per hour is used up",
-                                  retry_after_s=3600 - time.time() % 3600, quota=per_hour)
-            self._counts = {k: v for k, v in self._counts.items() if k[1] == hour}
-            self._counts[(key, hour)] = used + 1
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.requests = Counter("faceledger_requests_total", "HTTP requests", ["route", "method", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("faceledger_request_seconds", "HTTP request latency", ["route"],
-                                 registry=self.registry,
+                                registry=registry)
+        self.latency = Histogram("faceledger_request_seconds", "HTTP request latency", ["route"], registry=registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.faces = Counter("faceledger_faces_processed_total", "Faces detected in requests", ["operation"],
-                             registry=self.registry)
-        self.gallery_faces = Gauge("faceledger_gallery_faces", "Enrolled faces", ["tenant", "collection"],
-                                   registry=self.registry)
-        self.gallery_subjects = Gauge("faceledger_gallery_subjects", "Enrolled subjects", ["tenant", "collection"],
-                                      registry=self.registry)
         self.queue = Gauge("faceledger_inference_waiting", "Requests waiting for an inference worker",
-                           registry=self.registry)
+                           registry=registry)
+
+    @classmethod
+    def on(cls, registry: CollectorRegistry) -> HttpMetrics:
+        """The HTTP metrics of ``registry``, registered once however many apps share it."""
+        if registry not in cls._on:
+            cls._on[registry] = cls(registry)
+        return cls._on[registry]
+
+    def watch(self, pool: InferencePool) -> None:
+        self.queue.set_function(lambda: pool.waiting)
+
+
+class RequestContext:
+    """ASGI middleware: a request id (``X-Request-ID`` in, or a new one) in ``request.state`` and on the
+    response, and the request counted and timed under its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = (given or uuid.uuid4().hex)[:64]
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)

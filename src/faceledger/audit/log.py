@@ -76,6 +76,7 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.clock = clock
         self.enabled = True
+        self.unsealed = False  # records appended by this instance since its last seal
         self._lock = threading.Lock()
 
     @classmethod
@@ -108,6 +109,7 @@ class AuditLog:
                         s.add(AuditCheckpoint(seq=seq, hash=digest, hmac=_seal(self.key, seq, digest), at=fields["at"]))
                     try:
                         s.commit()
+                        self.unsealed = seq % self.checkpoint_every != 0
                         return seq
                     except IntegrityError:
                         s.rollback()
@@ -122,6 +124,7 @@ class AuditLog:
             s.add(AuditCheckpoint(seq=last[0], hash=last[1], hmac=_seal(self.key, last[0], last[1]),
                                   at=iso(self.clock())))
             s.commit()
+            self.unsealed = False
             return {"seq": last[0], "hash": last[1]}
 
     def verify(self) -> Verification:

@@ -20,7 +20,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from faceledger.config import Settings
-from faceledger.pipeline.detections import Detections
+from faceledger.models.detections import Detections
 from faceledger.pipeline.engine import FaceEngine
 from faceledger.pipeline.profiles import Component
 

@@ -18,7 +18,7 @@ import numpy as np
 from faceledger.config import Settings
 from faceledger.evaluation.batch import embed_files
 from faceledger.evaluation.calibrate import lfw_images
-from faceledger.gallery.service import Gallery
+from faceledger.gallery.gallery import Gallery
 from faceledger.pipeline.engine import Components, FaceEngine
 
 

@@ -10,26 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def fmr_at(impostor: np.ndarray, threshold: float) -> float:
-    return float(np.mean(np.asarray(impostor) >= threshold)) if len(impostor) else float("nan")
-
-
-def fnmr_at(genuine: np.ndarray, threshold: float) -> float:
-    return float(np.mean(np.asarray(genuine) < threshold)) if len(genuine) else float("nan")
-
-
-def threshold_at_fmr(impostor: np.ndarray, fmr: float) -> float:
-    """The lowest threshold whose FMR does not exceed ``fmr``.
-
-    With n impostor scores, FMRs below 1/n cannot be measured: the threshold is then
-    just above the highest impostor score, and the FMR it gives is reported as 0 of n.
-    """
-    scores = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
-    allowed = int(np.floor(fmr * len(scores)))  # how many impostors may match
-    if allowed >= len(scores):
-        return float(scores[-1])
-    return float(np.nextafter(scores[allowed], np.inf))
+# the threshold maths lives in matching (calibration needs it); re-exported here with the other statistics
+from faceledger.matching.rates import fmr_at, fnmr_at, threshold_at_fmr  # noqa: F401
 
 
 @dataclass(frozen=True)

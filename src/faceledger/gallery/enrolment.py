@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from faceledger.errors import ConsentRequired, EnrollmentRefused, InvalidArgument, ManyFaces, NoFace
-from faceledger.gallery.records import Consent, iso
-from faceledger.gallery.store import NewFace, StoredConsent, aware
+from faceledger.gallery.records import Consent, NewFace, StoredConsent, iso
+from faceledger.gallery.store import aware
 from faceledger.pipeline.align import align
 from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
 

@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from faceledger.config import Settings, get_settings
 from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NotCalibrated, NotFound
 from faceledger.gallery.enrolment import check_consent, check_subject_id, enrolment_face
-from faceledger.gallery.records import CollectionInfo, Consent, ErasureReceipt, SubjectInfo, iso
+from faceledger.gallery.records import CollectionInfo, CollectionRef, Consent, ErasureReceipt, NewFace, SubjectInfo, iso
 from faceledger.gallery.schema import utcnow
-from faceledger.gallery.store import CollectionRef, NewFace, SqlStore
+from faceledger.gallery.store import SqlStore
 from faceledger.imaging import ImageInput
 from faceledger.matching.calibration import Calibration, load_calibration
 from faceledger.pipeline.engine import FaceEngine

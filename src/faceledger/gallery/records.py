@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 
 def iso(value: dt.datetime | None) -> str | None:
     if value is None:
@@ -85,3 +87,48 @@ class ErasureReceipt:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "faces_deleted": len(self.face_ids)}
+
+
+@dataclass(frozen=True)
+class CollectionRef:
+    """A collection as the layers above need it for one operation."""
+
+    id: int
+    tenant: str
+    name: str
+    model_id: str
+    target_fmr: float
+    require_consent: bool
+    store_crops: bool
+    retention_days: int | None
+
+
+@dataclass(frozen=True)
+class StoredConsent:
+    """What the database holds of a subject's consent (None basis: no record)."""
+
+    basis: str | None
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """One analysed face, ready to be written with its subject."""
+
+    sha: str
+    template: np.ndarray | None = None  # None: the image was already enrolled for this subject
+    quality: dict | None = None
+    box: list | None = None
+    crop: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TenantPolicyInfo:
+    tenant: str
+    identify_per_hour: int | None
+    max_faces_per_search: int | None
+    human_review: bool
+
+    def to_dict(self) -> dict:
+        return {"tenant": self.tenant, "identify_per_hour": self.identify_per_hour,
+                "max_faces_per_search": self.max_faces_per_search, "human_review": self.human_review}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select
@@ -21,58 +20,23 @@ from faceledger.config import Settings
 from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery.db import open_database
-from faceledger.gallery.records import CollectionInfo, Consent, FaceInfo, SubjectInfo, iso
+from faceledger.gallery.records import (
+    CollectionInfo,
+    CollectionRef,
+    Consent,
+    FaceInfo,
+    NewFace,
+    StoredConsent,
+    SubjectInfo,
+    TenantPolicyInfo,
+    iso,
+)
 from faceledger.gallery.schema import Collection, Face, Meta, Subject, TenantPolicy, utcnow
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite hands back naive datetimes; faceledger stores UTC."""
     return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
-
-
-@dataclass(frozen=True)
-class CollectionRef:
-    """A collection as the layers above need it for one operation."""
-
-    id: int
-    tenant: str
-    name: str
-    model_id: str
-    target_fmr: float
-    require_consent: bool
-    store_crops: bool
-    retention_days: int | None
-
-
-@dataclass(frozen=True)
-class StoredConsent:
-    """What the database holds of a subject's consent (None basis: no record)."""
-
-    basis: str | None
-    expires_at: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class NewFace:
-    """One analysed face, ready to be written with its subject."""
-
-    sha: str
-    template: np.ndarray | None = None  # None: the image was already enrolled for this subject
-    quality: dict | None = None
-    box: list | None = None
-    crop: bytes | None = None
-
-
-@dataclass(frozen=True)
-class TenantPolicyInfo:
-    tenant: str
-    identify_per_hour: int | None
-    max_faces_per_search: int | None
-    human_review: bool
-
-    def to_dict(self) -> dict:
-        return {"tenant": self.tenant, "identify_per_hour": self.identify_per_hour,
-                "max_faces_per_search": self.max_faces_per_search, "human_review": self.human_review}
 
 
 class SqlStore:

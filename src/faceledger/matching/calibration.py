@@ -20,17 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from faceledger.errors import FaceledgerError
-from faceledger.evaluation import metrics
+from faceledger.errors import NotCalibrated
+from faceledger.matching import rates
 
 FMR_LEVELS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 PACKAGED = "faceledger.matching.calibrations"
 MIN_ERRORS = 30
-
-
-class NotCalibrated(FaceledgerError):
-    code = "NOT_CALIBRATED"
-    http_status = 409
 
 
 def file_name(model_id: str) -> str:
@@ -62,9 +57,9 @@ class Calibration:
         scores = impostor[ranks - 1]  # rank-th highest impostor score: FMR(score) = rank / n
         fmr = ranks / n
         levels = [f for f in FMR_LEVELS if f * n >= MIN_ERRORS]
-        thresholds = {f: metrics.threshold_at_fmr(impostor, f) for f in levels}
+        thresholds = {f: rates.threshold_at_fmr(impostor, f) for f in levels}
         return cls(model_id, source, n, len(genuine), scores[::-1].copy(), fmr[::-1].copy(), thresholds,
-                   {f: metrics.fnmr_at(genuine, t) for f, t in thresholds.items()},
+                   {f: rates.fnmr_at(genuine, t) for f, t in thresholds.items()},
                    dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     def fmr(self, score: float) -> tuple[float, bool]:

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 
+from faceledger.models.detections import Detections
 from faceledger.models.files import ResolvedModel
 from faceledger.models.sface import l2_normalize
-from faceledger.pipeline.detections import Detections
 
 CHIP_SIZE, CHIP_PADDING = 150, 0.25
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from faceledger.models.base import OnnxModel
+from faceledger.models.detections import Detections
 from faceledger.models.onnx_graph import prepare
-from faceledger.pipeline.detections import Detections
 
 STRIDES = (8, 16, 32)
 

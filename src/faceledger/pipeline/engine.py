@@ -10,12 +10,12 @@ import numpy as np
 from faceledger.config import Settings, get_settings
 from faceledger.errors import ManyFaces, NoFace
 from faceledger.imaging import ImageInput, decode_image
+from faceledger.models.detections import Detections
 from faceledger.models.dlib_resnet import DlibResnet
 from faceledger.models.files import resolve
 from faceledger.models.sface import OnnxRecognizer, l2_normalize
 from faceledger.models.yunet import YuNet
 from faceledger.pipeline.align import align_all
-from faceledger.pipeline.detections import Detections
 from faceledger.pipeline.profiles import PROFILES, Component, Profile
 from faceledger.pipeline.quality import Quality, QualityLimits, assess
 

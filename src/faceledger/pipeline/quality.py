@@ -8,7 +8,7 @@ from enum import Enum
 import cv2
 import numpy as np
 
-from faceledger.pipeline.detections import Detections
+from faceledger.models.detections import Detections
 
 
 class QualityReason(str, Enum):

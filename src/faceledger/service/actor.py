@@ -19,7 +19,7 @@ class Actor:
     machine that holds the database; a key's actor carries the key's scopes.
     """
 
-    tenant: str
+    tenant: str | None  # None only before authentication (a refused request) and for system-wide work
     key_id: str | None = None
     purpose: str | None = None
     scopes: frozenset[str] | None = None

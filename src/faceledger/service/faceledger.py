@@ -19,9 +19,8 @@ from faceledger.audit.log import AuditLog, Verification
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, NotFound
 from faceledger.gallery.gallery import Gallery
-from faceledger.gallery.records import CollectionInfo, Consent, ErasureReceipt, FaceInfo, SubjectInfo
+from faceledger.gallery.records import CollectionInfo, Consent, ErasureReceipt, FaceInfo, SubjectInfo, TenantPolicyInfo
 from faceledger.gallery.schema import utcnow
-from faceledger.gallery.store import TenantPolicyInfo
 from faceledger.imaging import ImageInput
 from faceledger.matching.compare import Comparison, Template, compare, decide
 from faceledger.matching.decisions import IdentifyResult, open_set
@@ -32,6 +31,14 @@ from faceledger.service.guardrails import HourlyQuota, RateLimiter
 from faceledger.service.subscribers import ServiceMetrics, subscribe_defaults
 
 READ_SCOPES = ("enroll", "identify", "verify")
+# the scope each operation needs (any one of them; admin holds all), in one table for every front end
+OPERATION_SCOPES: dict[str, tuple[str, ...]] = {
+    "detect": ("detect",), "compare": ("verify",), "identify": ("identify",), "verify": ("verify",),
+    "enroll": ("enroll",), "erase": ("enroll",), "subject.create": ("enroll",), "subjects.read": ("enroll",),
+    "collections.read": READ_SCOPES, "collection.create": ("admin",), "collection.delete": ("admin",),
+    "key.create": ("admin",), "key.revoke": ("admin",), "keys.read": ("admin",), "audit.query": ("admin",),
+    "audit.verify": ("admin",), "audit.export": ("admin",), "report.read": ("admin",), "index": ("admin",),
+}
 
 
 class Faceledger:
@@ -55,7 +62,9 @@ class Faceledger:
         return self.gallery.startup()
 
     def close(self) -> None:
-        self.audit.checkpoint()
+        """Seal what this process appended to the audit log, persist the vector store, release the database."""
+        if self.audit.unsealed:
+            self.audit.checkpoint()
         self.gallery.close()
 
     def authenticate(self, token: str | None, *, request_id: str | None = None, client: str | None = None) -> Actor:
@@ -63,13 +72,20 @@ class Faceledger:
         p = self.keys.authenticate(token)
         return Actor(p.tenant, p.key_id, p.purpose, p.scopes, request_id=request_id, client=client)
 
+    def authorize(self, actor: Actor, operation: str) -> None:
+        """Refuse (Forbidden) unless the actor holds a scope the operation needs. Front ends may call it
+        before reading a request body, so a key without the scope is told so first."""
+        actor.require(*OPERATION_SCOPES[operation])
+
     def refuse(self, operation: str, actor: Actor, exc: Exception, *, collection: str | None = None,
                subject_ids: Sequence[str] = ()) -> None:
         """Record a refusal that happened before the operation could start (authentication, a bad body)."""
-        if isinstance(exc, FaceledgerError):
-            if exc.audited:
-                return
-            exc.audited = True
+        if getattr(exc, "audited", False):
+            return
+        try:
+            exc.audited = True  # so that no front end records it a second time
+        except AttributeError:
+            pass
         code = exc.code if isinstance(exc, FaceledgerError) else "INTERNAL"
         self.events.publish(ev.OperationRefused(actor, collection, tuple(subject_ids), refused=operation, code=code))
 
@@ -94,7 +110,7 @@ class Faceledger:
     def detect(self, actor: Actor, image: ImageInput) -> FaceAnalysis:
         """Boxes, landmarks, confidence and quality of every face (no templates)."""
         with self._operation("detect", actor):
-            actor.require("detect")
+            self.authorize(actor, "detect")
             analysis = self.engine.analyze(image, embed=False)
             self._done(ev.FacesDetected(actor, decision=f"{len(analysis)} faces", faces=len(analysis)))
         return analysis
@@ -103,7 +119,7 @@ class Faceledger:
                 face_a: int | None = None, face_b: int | None = None) -> Comparison:
         """1:1 between the faces of two images: similarity, calibrated FMR, decision at ``target_fmr``."""
         with self._operation("compare", actor):
-            actor.require("verify")
+            self.authorize(actor, "compare")
             a, i = self.engine.single_face(image_a, face=face_a)
             b, j = self.engine.single_face(image_b, face=face_b)
             result = compare(Template(a.templates[i], a.model_id), Template(b.templates[j], b.model_id),
@@ -115,7 +131,7 @@ class Faceledger:
     def create_collection(self, actor: Actor, name: str, *, target_fmr: float = 1e-4, require_consent: bool = True,
                           store_crops: bool = False, retention_days: int | None = None) -> CollectionInfo:
         with self._operation("collection.create", actor, name):
-            actor.require("admin")
+            self.authorize(actor, "collection.create")
             info = self.gallery.create_collection(name, tenant=actor.tenant, target_fmr=target_fmr,
                                                   require_consent=require_consent, store_crops=store_crops,
                                                   retention_days=retention_days)
@@ -123,17 +139,17 @@ class Faceledger:
         return info
 
     def list_collections(self, actor: Actor) -> list[CollectionInfo]:
-        actor.require(*READ_SCOPES)
+        self.authorize(actor, "collections.read")
         return self.gallery.list_collections(actor.tenant)
 
     def get_collection(self, actor: Actor, name: str) -> CollectionInfo:
-        actor.require(*READ_SCOPES)
+        self.authorize(actor, "collections.read")
         return self.gallery.get_collection(name, actor.tenant)
 
     def delete_collection(self, actor: Actor, name: str) -> ErasureReceipt:
         """Delete a collection, erasing every subject and template in it."""
         with self._operation("collection.delete", actor, name):
-            actor.require("admin")
+            self.authorize(actor, "collection.delete")
             receipt = self.gallery.delete_collection(name, actor.tenant)
             seq = self._done(ev.CollectionDeleted(actor, name, tuple(receipt.subject_ids),
                                                   decision=f"erased {len(receipt.face_ids)} faces",
@@ -145,19 +161,19 @@ class Faceledger:
                        metadata: dict | None = None, consent: Consent | None = None) -> SubjectInfo:
         """A subject with metadata and a consent record; faces are enrolled separately."""
         with self._operation("subject.create", actor, collection, [subject_id]):
-            actor.require("enroll")
+            self.authorize(actor, "subject.create")
             info = self.gallery.create_subject(collection, subject_id, tenant=actor.tenant,
                                                display_name=display_name, metadata=metadata, consent=consent)
             self._done(ev.SubjectCreated(actor, collection, (subject_id,)))
         return info
 
     def list_subjects(self, actor: Actor, collection: str, *, limit: int = 100, offset: int = 0) -> list[SubjectInfo]:
-        actor.require("enroll")
+        self.authorize(actor, "subjects.read")
         return self.gallery.list_subjects(collection, tenant=actor.tenant, limit=limit, offset=offset)
 
     def get_subject(self, actor: Actor, collection: str, subject_id: str) -> SubjectInfo:
         """A subject with its faces (never templates)."""
-        actor.require("enroll")
+        self.authorize(actor, "subjects.read")
         return self.gallery.get_subject(collection, subject_id, tenant=actor.tenant)
 
     def list_faces(self, actor: Actor, collection: str, subject_id: str) -> list[FaceInfo]:
@@ -166,7 +182,7 @@ class Faceledger:
     def erase_subject(self, actor: Actor, collection: str, subject_id: str) -> ErasureReceipt:
         """Erase a subject: its templates leave the database and the vector store in this call."""
         with self._operation("erase", actor, collection, [subject_id]):
-            actor.require("enroll")
+            self.authorize(actor, "erase")
             receipt = self.gallery.delete_subject(collection, subject_id, tenant=actor.tenant)
             seq = self._done(ev.SubjectErased(actor, collection, (subject_id,),
                                               decision=f"erased {len(receipt.face_ids)} faces",
@@ -175,7 +191,7 @@ class Faceledger:
 
     def erase_face(self, actor: Actor, collection: str, subject_id: str, face_id: int) -> ErasureReceipt:
         with self._operation("erase", actor, collection, [subject_id]):
-            actor.require("enroll")
+            self.authorize(actor, "erase")
             receipt = self.gallery.delete_face(collection, subject_id, face_id, tenant=actor.tenant)
             seq = self._done(ev.SubjectErased(actor, collection, (subject_id,), decision="erased 1 face",
                                               face_ids=(face_id,)))
@@ -186,7 +202,7 @@ class Faceledger:
                face: int | None = None) -> SubjectInfo:
         """Enrol one face per image for a subject (created if new); all or nothing."""
         with self._operation("enroll", actor, collection, [subject_id]):
-            actor.require("enroll")
+            self.authorize(actor, "enroll")
             info = self.gallery.enroll(collection, subject_id, images, tenant=actor.tenant,
                                        display_name=display_name, metadata=metadata, consent=consent, face=face)
             created = [f.face_id for f in info.faces if f.created]
@@ -203,7 +219,7 @@ class Faceledger:
         image, and human review (candidates only, decision "review").
         """
         with self._operation("identify", actor, collection):
-            actor.require("identify")
+            self.authorize(actor, "identify")
             policy = self.gallery.store.tenant_policy(actor.tenant)
             if actor.key_id is not None:  # limits are per key; the local operator has none
                 self.rate.take(actor.key_id)
@@ -231,7 +247,7 @@ class Faceledger:
                target_fmr: float | None = None, face: int | None = None) -> Comparison:
         """1:1 of the image's face against a claimed subject (its best-matching face)."""
         with self._operation("verify", actor, collection, [subject_id]):
-            actor.require("verify")
+            self.authorize(actor, "verify")
             c = self.gallery.collection(collection, actor.tenant, for_search=True)
             self.gallery.store.get_subject(c, subject_id)  # NOT_FOUND before the slow part
             analysis, i = self.engine.single_face(image, face=face)
@@ -245,7 +261,7 @@ class Faceledger:
     def create_key(self, actor: Actor, tenant: str, scopes: Sequence[str], purpose: str) -> tuple[str, dict]:
         """A new API key (shown once) for ``tenant``; a key's holder may only create keys for its own tenant."""
         with self._operation("key.create", actor):
-            actor.require("admin")
+            self.authorize(actor, "key.create")
             if actor.scopes is not None and tenant != actor.tenant:
                 raise Forbidden("a key may only create keys for its own tenant", tenant=tenant)
             key, info = self.keys.create(tenant, list(scopes), purpose)
@@ -254,12 +270,12 @@ class Faceledger:
         return key, info
 
     def list_keys(self, actor: Actor, tenant: str | None = None) -> list[dict]:
-        actor.require("admin")
+        self.authorize(actor, "keys.read")
         return self.keys.list(actor.tenant if actor.scopes is not None else tenant)
 
     def revoke_key(self, actor: Actor, key_id: str) -> dict:
         with self._operation("key.revoke", actor):
-            actor.require("admin")
+            self.authorize(actor, "key.revoke")
             if actor.scopes is not None and not any(k["key_id"] == key_id for k in self.keys.list(actor.tenant)):
                 raise NotFound(f"key '{key_id}' not found", key_id=key_id)
             info = self.keys.revoke(key_id)
@@ -267,7 +283,7 @@ class Faceledger:
         return info
 
     def tenant_policy(self, actor: Actor, tenant: str) -> TenantPolicyInfo:
-        actor.require("admin")
+        self.authorize(actor, "index")
         return self.gallery.store.tenant_policy(tenant if actor.scopes is None else actor.tenant)
 
     def set_tenant_policy(self, actor: Actor, tenant: str, **changes) -> TenantPolicyInfo:
@@ -289,7 +305,7 @@ class Faceledger:
                     limit: int = 1000, offset: int = 0) -> list[dict]:
         """This tenant's audit records, by subject (a subject-access query), key, operation, time."""
         with self._operation("audit.query", actor, subject_ids=[subject_id] if subject_id else []):
-            actor.require("admin")
+            self.authorize(actor, "audit.query")
             rows = self.audit.query(tenant=actor.tenant, subject_id=subject_id, key_id=key_id, operation=operation,
                                     since=since, until=until, limit=limit, offset=offset)
             self._done(ev.AuditQueried(actor, subject_ids=(subject_id,) if subject_id else (),
@@ -299,7 +315,7 @@ class Faceledger:
     def verify_audit(self, actor: Actor) -> Verification:
         """Check the whole hash chain and its seals; names the first bad record."""
         with self._operation("audit.verify", actor):
-            actor.require("admin")
+            self.authorize(actor, "audit.verify")
             result = self.audit.verify()
             self._done(ev.AuditVerified(actor, decision="intact" if result.ok else f"broken at {result.first_bad_seq}"))
         return result
@@ -307,20 +323,20 @@ class Faceledger:
     def export_audit(self, actor: Actor, fmt: str, *, tenant: str | None = None, subject_id: str | None = None,
                      since: str | None = None, until: str | None = None) -> Iterator[str]:
         """Audit records as jsonl or csv; a key's holder sees its own tenant only."""
-        actor.require("admin")
+        self.authorize(actor, "audit.export")
         if fmt not in ("jsonl", "csv"):
             raise InvalidArgument("the export format is jsonl or csv")
         tenant = tenant if actor.scopes is None else actor.tenant
         return self.audit.export(fmt, tenant=tenant, subject_id=subject_id, since=since, until=until)
 
     def checkpoint_audit(self, actor: Actor) -> dict | None:
-        actor.require("admin")
+        self.authorize(actor, "audit.export")
         return self.audit.checkpoint()
 
     def read_report(self, actor: Actor) -> dict:
         """The accuracy and fairness report of the running model (from `faceledger report`)."""
         with self._operation("report.read", actor):
-            actor.require("admin")
+            self.authorize(actor, "report.read")
             path = self.settings.home / "reports" / f"report-{self.engine.profile.name}" / "report.json"
             if not path.is_file():
                 raise NotFound("no report for the running model yet: run `faceledger report`")
@@ -341,11 +357,11 @@ class Faceledger:
         return count
 
     def check_index(self, actor: Actor, collection: str) -> dict:
-        actor.require("admin")
+        self.authorize(actor, "index")
         return self.gallery.check_index(collection, actor.tenant)
 
     def rebuild_index(self, actor: Actor, collection: str) -> dict:
-        actor.require("admin")
+        self.authorize(actor, "index")
         return self.gallery.rebuild_index(collection, actor.tenant)
 
     def run_retention(self, now: dt.datetime | None = None) -> list[dict]:

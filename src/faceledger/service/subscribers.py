@@ -44,6 +44,8 @@ class ServiceMetrics:
             self.faces.labels(event.name).inc(event.faces)
 
     def set_gallery_sizes(self, sizes: list[tuple[int, int, int]]) -> None:
+        self.gallery_faces.clear()  # a deleted collection's series disappear
+        self.gallery_subjects.clear()
         for cid, subjects, faces in sizes:
             self.gallery_subjects.labels(str(cid)).set(subjects)
             self.gallery_faces.labels(str(cid)).set(faces)

@@ -1,4 +1,4 @@
-"""``Detections``: every face of one image as arrays, not a list of little dicts."""
+"""``Detections``: the detector's typed output, every face of one image as arrays, not a list of little dicts."""
 
 from __future__ import annotations
 

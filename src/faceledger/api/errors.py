@@ -1,0 +1,87 @@
+"""HTTP at the edge: the one map from error codes to statuses, the one JSON error shape, the handlers.
+
+Errors below the API carry codes only (``faceledger.errors``); this module alone decides
+what HTTP status each code becomes. Every error answer has the shape
+``{"error": {"code": ..., "message": ..., "details": {...}}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from faceledger.api import schemas as S
+from faceledger.errors import FaceledgerError
+
+log = logging.getLogger("faceledger.api")
+
+STATUS: dict[str, int] = {
+    # the input cannot be used
+    "INVALID_IMAGE": 422, "EMPTY_IMAGE": 422, "TRUNCATED_IMAGE": 422, "NO_FACE": 422, "MANY_FACES": 422,
+    "INCOMPATIBLE_TEMPLATES": 422, "CONSENT_REQUIRED": 422, "ENROLLMENT_REFUSED": 422, "INVALID_ARGUMENT": 422,
+    "INVALID_REQUEST": 422,
+    "IMAGE_TOO_LARGE": 413, "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    # the gallery
+    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "NOT_CALIBRATED": 409,
+    # access and load
+    "UNAUTHORIZED": 401, "FORBIDDEN": 403, "RATE_LIMITED": 429, "OVERLOADED": 503,
+    # the deployment
+    "MODEL_FILE": 500, "TEMPLATE_KEY": 500, "CONFIGURATION": 500,
+}
+UNKNOWN_CODE_STATUS = 400
+
+
+def status_of(code: str) -> int:
+    """The HTTP status of an error code (400 for a code this map does not know)."""
+    return STATUS.get(code, UNKNOWN_CODE_STATUS)
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "details": details or {}}}, status_code=status)
+
+
+def responses(*statuses: int) -> dict[int, dict]:
+    """OpenAPI ``responses`` entries for error statuses, all with the one error shape."""
+    return {s: {"model": S.ErrorResponse} for s in statuses}
+
+
+AUTH_ERRORS = responses(401, 403, 422, 429, 503)
+
+
+async def faceledger_error(_: Request, exc: FaceledgerError) -> JSONResponse:
+    status = status_of(exc.code)
+    response = error_response(status, exc.code, exc.message, exc.details)
+    if status == 429 and "retry_after_s" in exc.details:
+        response.headers["Retry-After"] = str(max(1, round(exc.details["retry_after_s"])))
+    return response
+
+
+async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return error_response(422, "INVALID_REQUEST", "the request does not match the API schema",
+                          {"errors": [{"loc": [str(x) for x in e["loc"]], "msg": e["msg"]} for e in exc.errors()]})
+
+
+async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400:  # a body FastAPI could not parse: the same answer as any invalid request
+        return error_response(422, "INVALID_REQUEST", str(exc.detail))
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+
+
+async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "INTERNAL", "internal error; see the server log")
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of ``app`` in the one shape."""
+    app.add_exception_handler(FaceledgerError, faceledger_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

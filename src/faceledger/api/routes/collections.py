@@ -1,0 +1,42 @@
+"""Collections: the named galleries of a tenant."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from faceledger.api import schemas as S
+from faceledger.api.deps import Caller, Service, Token, operation
+from faceledger.api.errors import AUTH_ERRORS, responses
+
+router = APIRouter(tags=["collections"])
+
+
+@router.post("/v1/collections", response_model=S.CollectionOut, status_code=201,
+             responses=AUTH_ERRORS | responses(409))
+async def create_collection(spec: S.CollectionCreate, request: Request, token: Token):
+    """Create a collection (a named gallery of this tenant). Scope: admin."""
+    async with operation(request, token, "collection.create", collection=spec.name) as op:
+        info = op.call(op.faceledger.create_collection, op.actor, spec.name, target_fmr=spec.target_fmr,
+                       require_consent=spec.require_consent, store_crops=spec.store_crops,
+                       retention_days=spec.retention_days)
+    return info.to_dict()
+
+
+@router.get("/v1/collections", response_model=list[S.CollectionOut], responses=AUTH_ERRORS)
+async def list_collections(caller: Caller, faceledger: Service):
+    """This tenant's collections. Scope: enroll, identify, verify or admin."""
+    return [c.to_dict() for c in faceledger.list_collections(caller)]
+
+
+@router.get("/v1/collections/{collection}", response_model=S.CollectionOut, responses=AUTH_ERRORS | responses(404))
+async def get_collection(collection: str, caller: Caller, faceledger: Service):
+    return faceledger.get_collection(caller, collection).to_dict()
+
+
+@router.delete("/v1/collections/{collection}", response_model=S.ErasureReceipt,
+               responses=AUTH_ERRORS | responses(404))
+async def delete_collection(collection: str, request: Request, token: Token):
+    """Delete a collection, erasing every subject and template in it. Scope: admin."""
+    async with operation(request, token, "collection.delete", collection=collection) as op:
+        receipt = op.call(op.faceledger.delete_collection, op.actor, collection)
+    return receipt.to_dict()

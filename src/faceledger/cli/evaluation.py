@@ -1,0 +1,153 @@
+"""Evaluation commands: LFW verification and identification, calibration, the accuracy and fairness report.
+
+They call faceledger.evaluation directly: benchmarks, not operations on anyone's data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from faceledger.cli.common import DataOpt, ProfileOpt, console, load_settings
+
+eval_app = typer.Typer(help="Measure accuracy on benchmarks; build calibrations.", no_args_is_help=True)
+OutOpt = Annotated[Optional[Path], typer.Option(help="Folder for the JSON and PNG (default: HOME/reports).")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Processes (default: one per core).")]
+
+
+@eval_app.command("lfw")
+def eval_lfw(
+    profile: ProfileOpt = None, data: DataOpt = None,
+    folds: Annotated[Optional[str], typer.Option(help="Only these folds, e.g. 1,2 (default: all 10).")] = None,
+    ablation: Annotated[bool, typer.Option(help="Also measure each recognizer, flip and fusion variant.")] = False,
+    out: OutOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """LFW 10-fold verification: accuracy, EER, TAR@FAR, ROC AUC; writes JSON and ROC/DET plot."""
+    from faceledger.evaluation.lfw import evaluate
+    from faceledger.evaluation.plots import roc_det_png
+
+    settings = load_settings()
+    profile = profile or settings.profile
+    data_dir = data or settings.data_dir
+    if not (data_dir / "lfw" / "pairs.txt").is_file():
+        console.print(f"[red]LFW not found[/red]: {data_dir / 'lfw' / 'pairs.txt'} (set --data or FACELEDGER_DATA_DIR)")
+        raise typer.Exit(2)
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    result, scores, pairs = evaluate(settings, profile, data_dir=data_dir, folds=fold_list, ablation=ablation,
+                                     workers=workers)
+    out = out or settings.home / "reports"
+    stem = f"lfw-{profile}" + (f"-folds{folds.replace(',', '_')}" if folds else "")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    roc_det_png({profile: (scores[pairs.same], scores[~pairs.same])}, out / f"{stem}.png",
+                f"LFW verification, {profile} profile ({len(pairs)} pairs)")
+    _print_lfw(result)
+    console.print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
+
+
+def _print_lfw(r: dict) -> None:
+    table = Table(title=f"LFW, profile {r['profile']} ({r['pairs']} pairs, {len(r['folds'])} folds)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("accuracy (10-fold)", f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['accuracy_std']:.2f}")
+    table.add_row("EER", f"{100 * r['eer']:.2f}%")
+    for far, tar in r["tar_at_far"].items():
+        table.add_row(f"TAR @ FAR {far}", f"{100 * tar:.2f}%")
+    table.add_row("ROC AUC", f"{r['roc_auc']:.5f}")
+    for what, n in r["detection"].items():
+        table.add_row(f"images {what}", str(n))
+    Console().print(table)
+    if "ablation" in r:
+        ab = Table(title="What moves the figure (same pairs, same detections)")
+        ab.add_column("variant")
+        ab.add_column("accuracy", justify="right")
+        ab.add_column("TAR @ FAR 1e-3", justify="right")
+        for name, row in r["ablation"].items():
+            tar = row.get("tar_at_far_1e-3")
+            ab.add_row(name, f"{100 * row['accuracy_mean']:.2f}% ± {100 * row['accuracy_std']:.2f}",
+                       "" if tar is None else f"{100 * tar:.2f}%")
+        Console().print(ab)
+
+
+@eval_app.command("lfw-identify")
+def eval_lfw_identify(profile: ProfileOpt = None, data: DataOpt = None, out: OutOpt = None,
+                      workers: WorkersOpt = None) -> None:
+    """Open-set 1:N on LFW through the gallery: rank-1, FNIR at FPIR 1% and 0.1%; writes JSON and a plot."""
+    from faceledger.evaluation.identify import evaluate_identification
+    from faceledger.evaluation.plots import fnir_fpir_png
+
+    settings = load_settings()
+    profile = profile or settings.profile
+    result, (fpir, fnir) = evaluate_identification(settings, profile, data or settings.data_dir, workers)
+    out = out or settings.home / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"lfw-identify-{profile}.json").write_text(json.dumps(result, indent=1) + "\n")
+    fnir_fpir_png({profile: (fpir, fnir)}, out / f"lfw-identify-{profile}.png",
+                  f"LFW open-set identification, {profile} ({result['gallery_subjects']} enrolled)")
+    table = Table(title=f"LFW open-set identification, profile {profile}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("enrolled subjects", str(result["gallery_subjects"]))
+    table.add_row("mated / non-mated probes", f"{result['mated_probes']} / {result['nonmated_probes']}")
+    table.add_row("rank-1 identification rate", f"{100 * result['rank1']:.2f}%")
+    for f, r in result["fnir_at_fpir"].items():
+        table.add_row(f"FNIR @ FPIR {f}", f"{100 * r['fnir']:.2f}% (threshold {r['threshold']:.3f})")
+    table.add_row("search time per probe", f"{result['search_ms_per_probe']:.2f} ms")
+    Console().print(table)
+    console.print(f"wrote {out / f'lfw-identify-{profile}.json'} and .png")
+
+
+@eval_app.command("calibrate")
+def eval_calibrate(
+    profile: ProfileOpt = None, data: DataOpt = None,
+    install: Annotated[bool, typer.Option(help="Write into the package (for release) instead of HOME.")] = False,
+    workers: WorkersOpt = None,
+) -> None:
+    """Build the score-to-FMR calibration of a profile from LFW's impostor pairs."""
+    from faceledger.evaluation.calibrate import calibrate_lfw
+    from faceledger.matching.calibration import packaged_dir
+
+    settings = load_settings()
+    profile = profile or settings.profile
+    cal = calibrate_lfw(settings, profile, data or settings.data_dir, workers=workers)
+    path = cal.save(packaged_dir() if install else settings.home / "calibrations")
+    table = Table(title=f"Calibration of {profile}: {cal.source}")
+    for col in ("target FMR", "threshold", "FNMR (LFW genuine pairs)"):
+        table.add_column(col, justify="right")
+    for f, t in cal.thresholds.items():
+        table.add_row(f"{f:g}", f"{t:.4f}", f"{100 * cal.fnmr[f]:.2f}%")
+    Console().print(table)
+    console.print(f"wrote {path}")
+
+
+def report(
+    profile: ProfileOpt = None, data: DataOpt = None,
+    fmr: Annotated[str, typer.Option(help="Target FMRs, comma-separated.")] = "1e-3,1e-4",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for index.html and report.json.")] = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Accuracy and fairness report: verification, identification, per-group error rates, model card."""
+    from faceledger.evaluation.report import build_report
+
+    settings = load_settings()
+    profile = profile or settings.profile
+    out = out or settings.home / "reports" / f"report-{profile}"
+    result = build_report(settings, profile, data or settings.data_dir, out,
+                          [float(f) for f in fmr.split(",")], workers)
+    gender = result["demographic_differentials"]["gender"]["by_fmr"]
+    first = next(iter(gender))
+    console.print(f"LFW accuracy {100 * result['verification']['accuracy_mean']:.2f}%, TAR@FAR1e-3 "
+                  f"{100 * result['verification']['tar_at_far']['0.001']:.2f}%, gender FMR max/min ratio at FMR "
+                  f"{first}: {gender[first]['fmr_max_min_ratio']}")
+    console.print(f"wrote {out / 'index.html'} and {out / 'report.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
+    app.command()(report)
