@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     template_key: str | None = Field(None, description="AES-256 key (base64 or hex) encrypting templates at rest.")
     audit_enabled: bool = Field(True, description="Only for measuring the log's cost (bench_load --no-audit); never off in use.")
     retention_interval: float = Field(3600.0, gt=0, description="Seconds between the service's retention runs.")
+    audit_seal_interval: float = Field(60.0, ge=0, description="Seal the audit chain when a record has waited this many seconds unsealed (0: off).")
     audit_checkpoint_every: int = Field(100, ge=1, description="Seal the audit chain every this many records.")
 
     # input limits

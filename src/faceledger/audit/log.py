@@ -11,6 +11,7 @@ Records hold ids, scores and decisions: never templates or images.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import hmac
 import io
@@ -21,12 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from faceledger.gallery.outbox import audit_session
+from faceledger.errors import ConfigurationError
 from faceledger.gallery.records import iso
-from faceledger.gallery.schema import AuditCheckpoint, AuditRecord, utcnow
+from faceledger.gallery.schema import AuditCheckpoint, AuditOutbox, AuditRecord, utcnow
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "at", "tenant", "key_id", "operation", "collection", "subject_ids", "scores", "decision",
@@ -43,15 +46,23 @@ def _seal(key: bytes, seq: int, head: str) -> str:
     return hmac.new(key, f"{seq}:{head}".encode(), hashlib.sha256).hexdigest()
 
 
-def load_or_create_key(configured: str | None, home: Path) -> bytes:
-    """The HMAC key: the setting if given, else a key file beside (not inside) the database."""
+def load_or_create_key(configured: str | None, home: Path, *, may_create: bool = True) -> bytes:
+    """The HMAC key: the setting if given, else a key file beside (not inside) the database.
+
+    The file is created only for a log that has no seal yet (``may_create``): a missing key
+    file under a sealed log is an error, never silently replaced by a new key.
+    """
     if configured:
         return configured.encode()
     path = home / "audit-hmac.key"
     if not path.is_file():
+        if not may_create:
+            raise ConfigurationError(
+                f"the audit log is sealed but its key file {path} is missing: restore it (or set "
+                "FACELEDGER_AUDIT_KEY); a new key could never vouch for the existing seals", path=str(path))
         home.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
         path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
     return path.read_text().strip().encode()
 
 
@@ -70,28 +81,48 @@ class Verification:
 
 class AuditLog:
     def __init__(self, session: sessionmaker[Session], key: bytes, *, checkpoint_every: int = 100,
-                 clock: Callable = utcnow) -> None:
-        self.session = session
+                 seal_interval: float | None = None, clock: Callable = utcnow) -> None:
+        self._factory = session
         self.key = key
         self.checkpoint_every = checkpoint_every
+        self.seal_interval = seal_interval  # seconds: a record older than this is never left unsealed by append
         self.clock = clock
         self.enabled = True
         self.unsealed = False  # records appended by this instance since its last seal
         self._lock = threading.Lock()
 
+    def session(self) -> Session:
+        """A session of the log's own (its commits carry no operation's outbox intent)."""
+        return audit_session(self._factory())
+
     @classmethod
     def from_settings(cls, settings, session: sessionmaker[Session]) -> AuditLog:
-        """The log of a deployment: its seal key (setting or key file) and sealing interval."""
-        log = cls(session, load_or_create_key(settings.audit_key, settings.home),
-                  checkpoint_every=settings.audit_checkpoint_every)
+        """The log of a deployment: its seal key (setting or key file) and sealing interval.
+
+        Refuses to open a sealed log with a missing or wrong key: every later verification
+        would report tampering that never happened, and new seals could not be trusted.
+        """
+        with audit_session(session()) as s:
+            last_seal = s.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)).first()
+        key = load_or_create_key(settings.audit_key, settings.home, may_create=last_seal is None)
+        if last_seal is not None and not hmac.compare_digest(last_seal.hmac, _seal(key, last_seal.seq, last_seal.hash)):
+            raise ConfigurationError("the audit key does not match the log's seals (FACELEDGER_AUDIT_KEY or "
+                                     f"{settings.home / 'audit-hmac.key'}): start with the key that sealed it")
+        log = cls(session, key, checkpoint_every=settings.audit_checkpoint_every,
+                  seal_interval=settings.audit_seal_interval)
         log.enabled = settings.audit_enabled
         return log
 
     def append(self, operation: str, *, tenant: str | None = None, key_id: str | None = None,
                collection: str | None = None, subject_ids: Sequence[str] = (), scores: Sequence[float] = (),
                decision: str | None = None, outcome: str = "ok", purpose: str | None = None,
-               reference: str | None = None, request_id: str | None = None, client: str | None = None) -> int:
-        """Write one record; returns its sequence number. Safe across threads and processes."""
+               reference: str | None = None, request_id: str | None = None, client: str | None = None,
+               outbox_token: str | None = None) -> int | None:
+        """Write one record; returns its sequence number. Safe across threads and processes.
+
+        With ``outbox_token`` the record completes an outbox intent: the intent is deleted in
+        the same transaction, and if another process already recorded it, nothing is written.
+        """
         fields = {"at": iso(self.clock()), "tenant": tenant, "key_id": key_id, "operation": operation,
                   "collection": collection, "subject_ids": [str(s) for s in subject_ids],
                   "scores": [round(float(x), 6) for x in scores], "decision": decision, "outcome": outcome,
@@ -102,18 +133,56 @@ class AuditLog:
                     last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
                                      .limit(1)).first()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                    if outbox_token is not None and not s.execute(
+                            delete(AuditOutbox).where(AuditOutbox.token == outbox_token)).rowcount:
+                        return None  # recorded already (by the start-up replay of another process)
                     row = {**fields, "seq": seq, "prev_hash": prev}
                     digest = record_hash(row)
                     s.add(AuditRecord(**row, hash=digest))
-                    if seq % self.checkpoint_every == 0:
+                    seal = seq % self.checkpoint_every == 0 or self._seal_due(s)
+                    if seal:
                         s.add(AuditCheckpoint(seq=seq, hash=digest, hmac=_seal(self.key, seq, digest), at=fields["at"]))
                     try:
                         s.commit()
-                        self.unsealed = seq % self.checkpoint_every != 0
+                        self.unsealed = not seal
                         return seq
                     except IntegrityError:
                         s.rollback()
             raise RuntimeError("could not append to the audit log: too much contention")
+
+    def _seal_due(self, s: Session) -> bool:
+        """Whether the oldest unsealed record is older than ``seal_interval``."""
+        if not self.seal_interval:
+            return False
+        last = s.scalar(select(func.max(AuditCheckpoint.seq))) or 0
+        oldest = s.scalar(select(AuditRecord.at).where(AuditRecord.seq == last + 1))
+        if oldest is None:
+            return False
+        age = self.clock() - dt.datetime.fromisoformat(oldest)
+        return age.total_seconds() >= self.seal_interval
+
+    def seal_if_due(self) -> dict | None:
+        """Seal the head when records have waited ``seal_interval`` unsealed (the service's timer calls this)."""
+        with self.session() as s:
+            due = self._seal_due(s)
+        return self.checkpoint() if due else None
+
+    def pending_intents(self, older_than: float = 0.0) -> list[tuple[str, dict]]:
+        """Outbox intents not yet recorded, at least ``older_than`` seconds old: (token, fields)."""
+        cutoff = iso(self.clock() - dt.timedelta(seconds=older_than))
+        with self.session() as s:
+            rows = s.execute(select(AuditOutbox.token, AuditOutbox.payload).where(AuditOutbox.at <= cutoff)
+                             .order_by(AuditOutbox.at)).all()
+        return [(token, json.loads(payload)) for token, payload in rows]
+
+    def replay_outbox(self, older_than: float = 0.0) -> int:
+        """Append the record of every change that committed without one (after a crash or a full disk)."""
+        done = 0
+        for token, fields in self.pending_intents(older_than):
+            decision = fields.get("decision")
+            fields["decision"] = ((decision + "; " if decision else "") + "recorded after an interruption")[:64]
+            done += self.append(**fields, outbox_token=token) is not None
+        return done
 
     def checkpoint(self) -> dict | None:
         """Seal the chain head now (e.g. before a backup or at shutdown)."""

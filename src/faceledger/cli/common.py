@@ -57,8 +57,9 @@ def fail(exc: FaceledgerError) -> NoReturn:
     raise typer.Exit(2)
 
 
-def local_actor(tenant: str = "default", reference: str | None = None) -> Actor:
-    """The command-line user (every scope) acting on ``tenant``."""
+def local_actor(tenant: str | None = None, reference: str | None = None) -> Actor:
+    """The command-line user (every scope) acting on ``tenant``; without one, the operator of the whole
+    deployment (audit records with no tenant: no tenant's admin key reads them)."""
     from faceledger.service import Actor
 
     return Actor.local(tenant, reference=reference)

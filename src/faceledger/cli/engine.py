@@ -75,10 +75,13 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port (default: setting, 8080).")] = None,
 ) -> None:
     """Start the HTTP API on the embedded defaults (OpenAPI at /openapi.json, docs at /docs)."""
+    import logging
+
     import uvicorn
 
     from faceledger.api.app import create_app
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     try:
         app = create_app(settings)

@@ -30,7 +30,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)  # templates and audit records: readable by the service's user only (SQLite gives
+        # its -wal and -shm files the same permissions)
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import cv2
 import numpy as np
@@ -64,6 +65,18 @@ def check_consent(require_consent: bool, collection: str, stored: StoredConsent 
         raise ConsentRequired("the subject's consent has expired; record a new one", expires_at=iso(stored.expires_at))
 
 
+# characters that cannot travel in one URL path segment, and control characters
+_UNFIT = re.compile(r"[/\\?#%\x00-\x1f\x7f]")
+
+
+def check_name(value: str, what: str, longest: int) -> None:
+    """An id a caller chose (a subject id, a collection name): it must be usable as one URL path segment, so
+    that whatever was created can be read and erased through every front end."""
+    if (not isinstance(value, str) or not 1 <= len(value) <= longest or value.strip() != value
+            or _UNFIT.search(value) or value in (".", "..")):
+        raise InvalidArgument(f"a {what} has 1 to {longest} characters, no surrounding spaces, and none of "
+                              "/ \\ ? # % or control characters", field=what)
+
+
 def check_subject_id(subject_id: str) -> None:
-    if not isinstance(subject_id, str) or not 1 <= len(subject_id) <= 256 or subject_id.strip() != subject_id:
-        raise InvalidArgument("a subject id is a string of 1 to 256 characters without surrounding spaces")
+    check_name(subject_id, "subject id", 256)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from faceledger.config import Settings, get_settings
 from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NotCalibrated, NotFound
-from faceledger.gallery.enrolment import check_consent, check_subject_id, enrolment_face
+from faceledger.gallery.enrolment import check_consent, check_name, check_subject_id, enrolment_face
 from faceledger.gallery.records import CollectionInfo, CollectionRef, Consent, ErasureReceipt, NewFace, SubjectInfo, iso
 from faceledger.gallery.schema import utcnow
 from faceledger.gallery.store import SqlStore
@@ -37,6 +37,7 @@ class Gallery:
         dim = sum(self.engine.recognizer(c.recognizer).dim for c in self.engine.profile.components)
         self.vectors = open_vector_store(self.settings.vector_store, source=self.store, dim=dim,
                                          directory=self.settings.home / "index", cipher=self.store.cipher,
+                                         integrity_key=self.store.index_key(),
                                          ivf_threshold=self.settings.ivf_threshold,
                                          probe_fraction=self.settings.ivf_probe_fraction)
         self._calibration: Calibration | None = None
@@ -51,7 +52,9 @@ class Gallery:
         return self.vectors.dim
 
     def startup(self) -> dict[str, dict]:
-        """Load every collection's vectors and check them against SQL; what was repaired, by tenant/collection."""
+        """Load every collection's vectors and check them against SQL; what was repaired, by tenant/collection.
+        An erasure whose WAL purge was pending is completed here."""
+        self.store.purge_freed_pages()
         names = {cid: f"{tenant}/{name}" for cid, tenant, name in self.store.collection_names()}
         return {names.get(cid, str(cid)): r for cid, r in self.vectors.startup().items()}
 
@@ -77,8 +80,7 @@ class Gallery:
     def create_collection(self, name: str, *, tenant: str = "default", target_fmr: float = 1e-4,
                           require_consent: bool = True, store_crops: bool = False,
                           retention_days: int | None = None) -> CollectionInfo:
-        if not name or len(name) > 128:
-            raise InvalidArgument("a collection name has 1 to 128 characters")
+        check_name(name, "collection name", 128)
         self.calibration.threshold(target_fmr)  # refuses an FMR the calibration cannot support
         return self.store.create_collection(tenant, name, model_id=self.engine.model_id, target_fmr=target_fmr,
                                             require_consent=require_consent, store_crops=store_crops,
@@ -101,8 +103,7 @@ class Gallery:
     def delete_collection(self, name: str, tenant: str = "default") -> ErasureReceipt:
         cid, subjects, face_ids = self.store.delete_collection(tenant, name)
         self.vectors.drop(cid)
-        self.store.purge_freed_pages()
-        return ErasureReceipt(name, subjects, face_ids, iso(utcnow()))
+        return ErasureReceipt(name, subjects, face_ids, iso(utcnow()), pending=self.store.purge_freed_pages())
 
     # ------------------------------------------------------------------ subjects
     def list_subjects(self, collection: str, *, tenant: str = "default", limit: int = 100,
@@ -127,19 +128,19 @@ class Gallery:
         """Erase a subject: every template leaves the database and the vector store in this call."""
         c = self.collection(collection, tenant)
         face_ids = self.store.delete_subject(c, subject_id)
-        self._after_erase(c.id, face_ids)
-        return ErasureReceipt(collection, [subject_id], face_ids, iso(utcnow()))
+        pending = self._after_erase(c.id, face_ids)
+        return ErasureReceipt(collection, [subject_id], face_ids, iso(utcnow()), pending=pending)
 
     def delete_face(self, collection: str, subject_id: str, face_id: int, *,
                     tenant: str = "default") -> ErasureReceipt:
         c = self.collection(collection, tenant)
         self.store.delete_face(c, subject_id, face_id)
-        self._after_erase(c.id, [face_id])
-        return ErasureReceipt(collection, [subject_id], [face_id], iso(utcnow()))
+        pending = self._after_erase(c.id, [face_id])
+        return ErasureReceipt(collection, [subject_id], [face_id], iso(utcnow()), pending=pending)
 
-    def _after_erase(self, cid: int, face_ids: Sequence[int]) -> None:
+    def _after_erase(self, cid: int, face_ids: Sequence[int]) -> list[str]:
         self.vectors.remove(cid, np.array(face_ids, np.int64))
-        self.store.purge_freed_pages()
+        return self.store.purge_freed_pages()
 
     # ------------------------------------------------------------------ enrolment
     def enroll(self, collection: str, subject_id: str, images: Sequence[ImageInput], *, tenant: str = "default",

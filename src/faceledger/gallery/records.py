@@ -84,6 +84,7 @@ class ErasureReceipt:
     face_ids: list[int]
     erased_at: str
     audit_seq: int | None = None  # the audit record of the erasure, once written
+    pending: list[str] = field(default_factory=list)  # copies not yet gone (e.g. the SQLite WAL), and why
 
     def to_dict(self) -> dict:
         return {**asdict(self), "faces_deleted": len(self.face_ids)}

@@ -4,16 +4,42 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+class UTCDateTime(TypeDecorator):
+    """A point in time, stored as UTC whatever offset it came with, and read back as aware UTC.
+
+    SQLite keeps datetimes as wall-clock text and drops the offset, so an expiry sent as
+    ``...-10:00`` would be read ten hours early; converting on the way in makes every
+    stored time UTC on every engine. A naive value is taken as UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        utc = value.astimezone(dt.timezone.utc)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map = {dt.datetime: UTCDateTime}
 
 
 class Collection(Base):
@@ -28,7 +54,7 @@ class Collection(Base):
     require_consent: Mapped[bool] = mapped_column(default=True)
     store_crops: Mapped[bool] = mapped_column(default=False)
     retention_days: Mapped[int | None] = mapped_column(default=None)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="collection", cascade="all, delete-orphan",
                                                    passive_deletes=True)
@@ -45,9 +71,9 @@ class Subject(Base):
     meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     consent_basis: Mapped[str | None] = mapped_column(String(64), default=None)
     consent_reference: Mapped[str | None] = mapped_column(String(256), default=None)
-    consent_given_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    consent_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    consent_given_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    consent_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     collection: Mapped[Collection] = relationship(back_populates="subjects")
     faces: Mapped[list[Face]] = relationship(back_populates="subject", cascade="all, delete-orphan",
@@ -56,9 +82,10 @@ class Subject(Base):
 
 class Face(Base):
     __tablename__ = "faces"
-    __table_args__ = (UniqueConstraint("subject_id", "image_sha256"), Index("ix_faces_collection", "collection_id"))
+    __table_args__ = (UniqueConstraint("subject_id", "image_sha256"), Index("ix_faces_collection", "collection_id"),
+                      {"sqlite_autoincrement": True})
 
-    id: Mapped[int] = mapped_column(primary_key=True)  # also the vector id in the search index
+    id: Mapped[int] = mapped_column(primary_key=True)  # also the vector id; never reused (receipts name it)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
     template: Mapped[bytes] = mapped_column(LargeBinary)
@@ -67,7 +94,7 @@ class Face(Base):
     image_sha256: Mapped[str] = mapped_column(String(64))
     box: Mapped[list] = mapped_column(JSON)
     crop: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    enrolled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    enrolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     subject: Mapped[Subject] = relationship(back_populates="faces")
 
@@ -80,8 +107,8 @@ class ApiKey(Base):
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     scopes: Mapped[list] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(512))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class AuditRecord(Base):
@@ -136,3 +163,18 @@ class TenantPolicy(Base):
     identify_per_hour: Mapped[int | None] = mapped_column(default=None)  # per key
     max_faces_per_search: Mapped[int | None] = mapped_column(default=None)
     human_review: Mapped[bool] = mapped_column(default=False)  # candidates only, no match decision
+
+
+class AuditOutbox(Base):
+    """An operation whose data change committed, written in the same transaction as that change.
+
+    The audit subscriber turns it into the chained record (and deletes it) right after the
+    commit; if the process dies in between, start-up appends it then. So every committed
+    change has exactly one audit record, even after a crash or a full disk.
+    """
+
+    __tablename__ = "audit_outbox"
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)  # the record's fields as known before the change (JSON)

@@ -9,6 +9,7 @@ source of truth. Plain records come out, never ORM objects.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from faceledger.config import Settings
 from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.crypto import TemplateCipher, parse_key
+from faceledger.gallery import outbox
 from faceledger.gallery.db import open_database
 from faceledger.gallery.records import (
     CollectionInfo,
@@ -42,6 +44,7 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
 class SqlStore:
     def __init__(self, settings: Settings) -> None:
         self.db, self.session = open_database(settings.db_url)
+        outbox.install(self.session)  # every data-changing commit carries its operation's audit intent
         self.cipher = TemplateCipher(parse_key(settings.template_key))
         self._check_template_key()
 
@@ -59,6 +62,21 @@ class SqlStore:
                 s.add(row)
                 s.commit()
             self.cipher.verify_check(row.value)
+
+    def index_key(self) -> bytes:
+        """The deployment's key authenticating persisted vector indexes: random, created once, kept in the database."""
+        import secrets
+
+        with self.session() as s:
+            row = s.get(Meta, "index_key")
+            if row is None:
+                try:
+                    s.add(Meta(key="index_key", value=secrets.token_hex(32)))
+                    s.commit()
+                except IntegrityError:  # another process created it first
+                    s.rollback()
+                row = s.get(Meta, "index_key")
+            return bytes.fromhex(row.value)
 
     def rekey(self, new_key: bytes | None) -> int:
         """Re-encrypt every template under ``new_key`` (None: store in the clear), in one transaction."""
@@ -221,10 +239,12 @@ class SqlStore:
                     rows.append(row)
                 elif row not in rows:
                     rows.append(row)
-            s.commit()  # acknowledged from here on: durable (WAL, synchronous=FULL)
+            s.flush()
+            # everything that could fail runs before the commit: after it, only the vector add remains
             info = self._subject_info(s, subject, faces=False)
             face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), f.id in new_ids)
                           for f in rows]
+            s.commit()  # acknowledged from here on: durable (WAL, synchronous=FULL)
         return (SubjectInfo(info.subject_id, info.display_name, info.metadata, info.consent, info.created_at,
                             face_infos), new_ids, new_vectors)
 
@@ -322,11 +342,22 @@ class SqlStore:
                 due.append((tenant, name, ext, f"retention of {days} days lapsed"))
         return due
 
-    def purge_freed_pages(self) -> None:
-        """Leave no copy of erased rows in the WAL file (secure_delete zeroes the main file's pages)."""
-        if self.db.dialect.name == "sqlite":
+    def purge_freed_pages(self, attempts: int = 5) -> list[str]:
+        """Leave no copy of erased rows in the WAL file (secure_delete zeroes the main file's pages).
+
+        Returns what is still pending: a checkpoint cannot finish while another connection
+        reads from the WAL; it is retried here, and the next erasure or start-up completes it.
+        """
+        if self.db.dialect.name != "sqlite":
+            return []
+        for attempt in range(attempts):
             with self.db.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            if not busy:
+                return []
+            time.sleep(0.05 * (attempt + 1))
+        return ["sqlite-wal: another connection was reading; the erased rows leave the write-ahead log at the "
+                "next checkpoint (every erasure and every start-up tries again)"]
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

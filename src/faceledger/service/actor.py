@@ -28,7 +28,7 @@ class Actor:
     client: str | None = None
 
     @classmethod
-    def local(cls, tenant: str = "default", *, reference: str | None = None) -> Actor:
+    def local(cls, tenant: str | None = "default", *, reference: str | None = None) -> Actor:
         """The command-line user: the OS user as purpose, client "cli"."""
         return cls(tenant=tenant, purpose=f"command line ({getpass.getuser()})", reference=reference, client="cli")
 

@@ -18,8 +18,17 @@ from faceledger.access.keys import KeyStore
 from faceledger.audit.log import AuditLog, Verification
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, NotFound
+from faceledger.gallery import outbox
 from faceledger.gallery.gallery import Gallery
-from faceledger.gallery.records import CollectionInfo, Consent, ErasureReceipt, FaceInfo, SubjectInfo, TenantPolicyInfo
+from faceledger.gallery.records import (
+    CollectionInfo,
+    Consent,
+    ErasureReceipt,
+    FaceInfo,
+    SubjectInfo,
+    TenantPolicyInfo,
+    iso,
+)
 from faceledger.gallery.schema import utcnow
 from faceledger.imaging import ImageInput
 from faceledger.matching.compare import Comparison, Template, compare, decide
@@ -27,6 +36,7 @@ from faceledger.matching.decisions import IdentifyResult, open_set
 from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
 from faceledger.service import events as ev
 from faceledger.service.actor import Actor
+from faceledger.service.consent import checked, instant
 from faceledger.service.guardrails import HourlyQuota, RateLimiter
 from faceledger.service.subscribers import ServiceMetrics, subscribe_defaults
 
@@ -57,9 +67,16 @@ class Faceledger:
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> dict[str, dict]:
-        """Load the models and check every collection's vectors against SQL; returns what was repaired."""
+        """Load the models, record any change a crash left without its audit record, and check every
+        collection's vectors against SQL; returns what was repaired."""
         self.engine.load()
+        self.audit.replay_outbox()
         return self.gallery.startup()
+
+    def maintain(self) -> dict:
+        """Periodic upkeep (the service runs it every minute): seal the audit chain when records have
+        waited too long unsealed, and record changes whose process died before writing their record."""
+        return {"sealed": self.audit.seal_if_due(), "recovered": self.audit.replay_outbox(older_than=60)}
 
     def close(self) -> None:
         """Seal what this process appended to the audit log, persist the vector store, release the database."""
@@ -92,11 +109,18 @@ class Faceledger:
     @contextmanager
     def _operation(self, name: str, actor: Actor, collection: str | None = None,
                    subject_ids: Sequence[str] = ()) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            self.refuse(name, actor, exc, collection=collection, subject_ids=subject_ids)
-            raise
+        """Run one operation: any change it commits carries its audit intent (so a crash before the
+        record is written cannot lose it), and a refusal or failure is recorded once."""
+        intent = {"operation": name, "tenant": actor.tenant, "key_id": actor.key_id, "collection": collection,
+                  "subject_ids": list(subject_ids), "scores": [], "decision": None, "outcome": "ok",
+                  "purpose": actor.purpose, "reference": actor.reference, "request_id": actor.request_id,
+                  "client": actor.client}
+        with outbox.pending(intent):
+            try:
+                yield
+            except Exception as exc:
+                self.refuse(name, actor, exc, collection=collection, subject_ids=subject_ids)
+                raise
 
     def _done(self, event: ev.Event) -> int | None:
         """Publish a completed operation; returns its audit record's sequence number."""
@@ -162,6 +186,7 @@ class Faceledger:
         """A subject with metadata and a consent record; faces are enrolled separately."""
         with self._operation("subject.create", actor, collection, [subject_id]):
             self.authorize(actor, "subject.create")
+            consent = checked(consent)
             info = self.gallery.create_subject(collection, subject_id, tenant=actor.tenant,
                                                display_name=display_name, metadata=metadata, consent=consent)
             self._done(ev.SubjectCreated(actor, collection, (subject_id,)))
@@ -203,6 +228,7 @@ class Faceledger:
         """Enrol one face per image for a subject (created if new); all or nothing."""
         with self._operation("enroll", actor, collection, [subject_id]):
             self.authorize(actor, "enroll")
+            consent = checked(consent)
             info = self.gallery.enroll(collection, subject_id, images, tenant=actor.tenant,
                                        display_name=display_name, metadata=metadata, consent=consent, face=face)
             created = [f.face_id for f in info.faces if f.created]
@@ -307,7 +333,8 @@ class Faceledger:
         with self._operation("audit.query", actor, subject_ids=[subject_id] if subject_id else []):
             self.authorize(actor, "audit.query")
             rows = self.audit.query(tenant=actor.tenant, subject_id=subject_id, key_id=key_id, operation=operation,
-                                    since=since, until=until, limit=limit, offset=offset)
+                                    since=iso(instant(since, "since")), until=iso(instant(until, "until")),
+                                    limit=limit, offset=offset)
             self._done(ev.AuditQueried(actor, subject_ids=(subject_id,) if subject_id else (),
                                        decision=f"{len(rows)} records"))
         return rows
@@ -327,7 +354,8 @@ class Faceledger:
         if fmt not in ("jsonl", "csv"):
             raise InvalidArgument("the export format is jsonl or csv")
         tenant = tenant if actor.scopes is None else actor.tenant
-        return self.audit.export(fmt, tenant=tenant, subject_id=subject_id, since=since, until=until)
+        return self.audit.export(fmt, tenant=tenant, subject_id=subject_id, since=iso(instant(since, "since")),
+                                 until=iso(instant(until, "until")))
 
     def checkpoint_audit(self, actor: Actor) -> dict | None:
         self.authorize(actor, "audit.export")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from faceledger.audit.log import AuditLog
+from faceledger.gallery import outbox
 from faceledger.service.events import Event, EventBus
 
 
@@ -15,10 +16,12 @@ def audit_writer(log: AuditLog):
         if not log.enabled:
             return None
         a = event.actor
+        intent = outbox.current()  # the operation's change committed with an outbox intent: complete it
+        token = intent.token if intent is not None and intent.written else None
         return log.append(event.name, tenant=a.tenant, key_id=a.key_id, collection=event.collection,
                           subject_ids=event.subject_ids, scores=event.scores, decision=event.decision,
                           outcome=event.outcome, purpose=a.purpose, reference=a.reference,
-                          request_id=a.request_id, client=a.client)
+                          request_id=a.request_id, client=a.client, outbox_token=token)
 
     return write
 

@@ -8,13 +8,13 @@ loaded from disk back in step with it after any crash.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from faceledger.vectors import persist
 
 
 class FaissIndex:
@@ -85,34 +85,31 @@ class FaissIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def save(self, path: Path, meta: dict, cipher=None) -> None:
-        """Write atomically (a crash leaves the old file or the new one); encrypted when ``cipher`` has a key."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+    def save(self, path: Path, meta: dict, cipher=None, key: bytes | None = None) -> None:
+        """Write atomically (a crash leaves the old file or the new one), sealed or MACed (see ``persist``)."""
         with self._lock:
             data = faiss.serialize_index(self.index).tobytes()
-            meta = {**meta, "kind": self.kind, "count": len(self), "dim": self.dim,
-                    "encrypted": bool(cipher and cipher.enabled)}
-        tmp.write_bytes(cipher.seal(data, b"index") if cipher is not None else data)
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(meta))
+            meta = {**meta, "kind": self.kind, "count": len(self), "dim": self.dim}
+        persist.write(path, data, meta, cipher=cipher, key=key)
 
     @classmethod
-    def load(cls, path: Path, probe_fraction: float, cipher=None) -> tuple[FaissIndex, dict] | None:
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
+    def load(cls, path: Path, probe_fraction: float, expect: dict, cipher=None,
+             key: bytes | None = None) -> tuple[FaissIndex, dict] | None:
+        """The persisted index; None when there is none; ``persist.IndexRejected`` when it must not be used."""
+        found = persist.read(path, expect, cipher=cipher, key=key)
+        if found is None:
             return None
+        data, meta = found
         try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("encrypted") != bool(cipher and cipher.enabled):
-                return None  # written under another key setting: rebuild from the database
-            data = path.read_bytes()
-            if cipher is not None:
-                data = cipher.open(data, b"index")
             index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
-            return cls(index, meta["kind"], probe_fraction), meta
-        except (RuntimeError, ValueError, KeyError):
-            return None  # unreadable: the caller rebuilds from the database
+        except RuntimeError:
+            raise persist.IndexRejected("index file could not be deserialized") from None
+        ivf = faiss.try_extract_index_ivf(index)
+        if meta["kind"] == "flat" and not isinstance(index, faiss.IndexIDMap2) or meta["kind"] == "ivf" and ivf is None:
+            raise persist.IndexRejected(f"index file does not hold a {meta['kind']} index")
+        if index.d != meta["dim"] or index.ntotal != meta["count"] or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise persist.IndexRejected("index file does not match its metadata (dim, count or metric)")
+        return cls(index, meta["kind"], probe_fraction), meta
 
 
 def reconcile(index: FaissIndex, truth_ids: np.ndarray, fetch) -> tuple[int, int]:

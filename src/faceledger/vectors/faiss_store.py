@@ -2,13 +2,17 @@
 
 Exact search below ``ivf_threshold`` faces, IVF above (an index that grows past the
 threshold is rebuilt as IVF). Each index is persisted atomically (encrypted when the
-template cipher has a key) at close, and checked against the SQL store when loaded:
-faces missing from it are added, faces no longer in SQL are removed. An erasure drops
+template cipher has a key, authenticated under the deployment's integrity key otherwise:
+see ``persist``) at close, and checked against the SQL store when loaded: faces missing
+from it are added, faces no longer in SQL are removed. A persisted index that fails its
+integrity check or does not match its metadata is never used: the collection is rebuilt
+from the SQL store, with a warning and the reason in the report. An erasure drops
 the persisted copy at once, so no erased template stays on disk until the next close.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -16,14 +20,19 @@ import numpy as np
 
 from faceledger.vectors.base import TemplateSource
 from faceledger.vectors.faiss_index import FaissIndex, reconcile
+from faceledger.vectors.persist import IndexRejected
+
+log = logging.getLogger("faceledger.vectors")
 
 
 class FaissVectorStore:
     name = "faiss"
 
     def __init__(self, source: TemplateSource, dim: int, directory: Path, *, cipher=None,
-                 ivf_threshold: int = 200_000, probe_fraction: float = 0.125) -> None:
+                 integrity_key: bytes | None = None, ivf_threshold: int = 200_000,
+                 probe_fraction: float = 0.125) -> None:
         self.source = source
+        self.integrity_key = integrity_key  # authenticates the persisted indexes; never stored beside them
         self.dim = dim
         self.directory = directory
         self.cipher = cipher
@@ -44,7 +53,7 @@ class FaissVectorStore:
         with self._lock:
             for cid in list(self._dirty):
                 if cid in self._indexes:
-                    self._indexes[cid].save(self._path(cid), {"collection_id": cid}, self.cipher)
+                    self._save(cid)
             self._dirty.clear()
 
     def health(self) -> dict:
@@ -106,15 +115,19 @@ class FaissVectorStore:
         with self._lock:
             index = self._build(collection_id)
             self._indexes[collection_id] = index
-            index.save(self._path(collection_id), {"collection_id": collection_id}, self.cipher)
+            self._save(collection_id)
             self._dirty.discard(collection_id)
             return {"kind": index.kind, "count": len(index)}
 
     def _path(self, cid: int) -> Path:
         return self.directory / f"collection-{cid}.faiss"
 
+    def _save(self, cid: int) -> None:
+        self._indexes[cid].save(self._path(cid), {"collection_id": cid}, self.cipher, self.integrity_key)
+
     def _unlink(self, cid: int) -> None:
-        for path in (self._path(cid), self._path(cid).with_suffix(".json")):
+        for suffix in (".faiss", ".json", ".faiss.tmp", ".json.tmp"):
+            path = self._path(cid).with_suffix(suffix)
             path.unlink(missing_ok=True)
 
     def _index(self, cid: int) -> FaissIndex:
@@ -126,12 +139,22 @@ class FaissVectorStore:
     def _load(self, cid: int) -> dict:
         """Load the persisted index (or build one) and reconcile it with the source of truth."""
         with self._lock:
-            loaded = FaissIndex.load(self._path(cid), self.probe_fraction, self.cipher)
-            if loaded is None or loaded[0].dim != self.dim:
+            try:
+                loaded = FaissIndex.load(self._path(cid), self.probe_fraction, {"collection_id": cid, "dim": self.dim},
+                                         self.cipher, self.integrity_key)
+                reason = "no index file"
+            except IndexRejected as e:
+                loaded, reason = None, e.reason
+                log.warning("collection %s: %s; rebuilding its index from the database", cid, reason)
+            if loaded is None:
                 self._indexes[cid] = self._build(cid)
-                self._dirty.add(cid)
-                return {"source": "rebuilt from database", "count": len(self._indexes[cid]), "added": 0,
-                        "removed": 0}
+                if reason == "no index file":
+                    self._dirty.add(cid)
+                else:  # replace the bad file now: it is never left for a later load to trust
+                    self._save(cid)
+                    self._dirty.discard(cid)
+                return {"source": "rebuilt from database", "reason": reason, "count": len(self._indexes[cid]),
+                        "added": 0, "removed": 0}
             index = loaded[0]
             added, removed = reconcile(index, self.source.face_ids(cid), self.source.vectors)
             self._indexes[cid] = index

@@ -1,0 +1,231 @@
+"""The persisted FAISS index is authenticated: a tampered, corrupted or malformed index file is
+never searched; the collection is rebuilt from the database and the report says so."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from faceledger.gallery.crypto import TemplateCipher
+from faceledger.vectors import open_vector_store
+
+DIM = 64
+KEY = os.urandom(32)
+REBUILT = "rebuilt from database"
+
+
+class FakeSource:
+    """A TemplateSource over random unit vectors: collection id -> (face ids, vectors)."""
+
+    def __init__(self, sizes: dict[int, int], seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.data, start = {}, 100
+        for cid, n in sizes.items():
+            v = rng.normal(size=(n, DIM)).astype(np.float32)
+            self.data[cid] = (np.arange(start, start + n, dtype=np.int64), v / np.linalg.norm(v, axis=1, keepdims=True))
+            start += 1000
+
+    def collection_ids(self) -> list[int]:
+        return list(self.data)
+
+    def face_ids(self, collection_id: int) -> np.ndarray:
+        return self.data[collection_id][0]
+
+    def vectors(self, face_ids: np.ndarray) -> np.ndarray:
+        ids = np.concatenate([i for i, _ in self.data.values()])
+        vecs = np.concatenate([v for _, v in self.data.values()])
+        pos = {int(f): n for n, f in enumerate(ids)}
+        return vecs[[pos[int(f)] for f in face_ids]]
+
+    def all_vectors(self, collection_id: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.data[collection_id]
+
+
+def make(tmp_path, source, cipher=None, key=KEY, **kw):
+    return open_vector_store("faiss", source=source, dim=DIM, directory=tmp_path / "index", cipher=cipher,
+                             integrity_key=key, **kw)
+
+
+def persisted(tmp_path, source, cipher=None):
+    """A store that has built, persisted and closed every collection; then a clean restart loads it."""
+    store = make(tmp_path, source, cipher)
+    assert all(r["source"] == REBUILT and r["reason"] == "no index file" for r in store.startup().values())
+    store.close()
+    again = make(tmp_path, source, cipher)
+    assert all(r["source"] == "loaded" for r in again.startup().values())  # no false alarm
+    again.close()
+    return tmp_path / "index" / "collection-1.faiss"
+
+
+def restart(tmp_path, source, caplog, cipher=None, key=KEY):
+    """Restart on the (tampered) files: the report of collection 1, a warning logged, a correct index."""
+    caplog.clear()
+    store = make(tmp_path, source, cipher, key)
+    with caplog.at_level(logging.WARNING, logger="faceledger.vectors"):
+        report = store.startup()[1]
+    assert report["source"] == REBUILT and report["reason"], report
+    assert any(r.name == "faceledger.vectors" and r.levelno == logging.WARNING for r in caplog.records)
+    ids, vecs = source.data[1]
+    scores, found = store.search(1, vecs, 1)
+    np.testing.assert_array_equal(found[:, 0], ids)  # every face finds itself, nobody else
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert store.check(1)["source"] == "loaded"  # the rebuilt index replaced the bad file
+    store.close()
+    return report
+
+
+def test_overwritten_vector_is_detected(tmp_path, caplog):
+    source = FakeSource({1: 20})
+    path = persisted(tmp_path, source)
+    ids, vecs = source.data[1]
+    data = path.read_bytes()
+    victim, other = vecs[0].tobytes(), vecs[5].tobytes()
+    assert data.count(victim) == 1  # the clear vector is in the file: overwrite it with another person's
+    path.write_bytes(data.replace(victim, other))
+    report = restart(tmp_path, source, caplog)
+    assert "integrity" in report["reason"]
+    store = make(tmp_path, source)
+    scores, found = store.search(1, vecs[5:6], 3)
+    assert not (found[0] == ids[0]).any() or scores[0][found[0] == ids[0]].max() < 0.99
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_bit_flips_are_detected(tmp_path, caplog, seed):
+    source = FakeSource({1: 30})
+    path = persisted(tmp_path, source)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    tail = len(data) - 30 * DIM * 4 - 30 * 8 - 64  # flips among the stored vectors and ids (most of the file)
+    for pos in rng.integers(max(0, tail), len(data), 4):
+        data[pos] ^= 1 << int(rng.integers(8))
+    path.write_bytes(bytes(data))
+    assert "integrity" in restart(tmp_path, source, caplog)["reason"]
+
+
+def test_encrypted_index_tampering_is_detected(tmp_path, caplog):
+    cipher = TemplateCipher(os.urandom(32))
+    source = FakeSource({1: 20})
+    path = persisted(tmp_path, source, cipher)
+    assert source.data[1][1][0].tobytes() not in path.read_bytes()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    assert "integrity" in restart(tmp_path, source, caplog, cipher)["reason"]
+    path.write_bytes(path.read_bytes()[:8])  # truncated below the nonce
+    assert "integrity" in restart(tmp_path, source, caplog, cipher)["reason"]
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_another_collections_file_is_refused(tmp_path, caplog, encrypted):
+    cipher = TemplateCipher(os.urandom(32) if encrypted else None)
+    source = FakeSource({1: 20, 2: 20})
+    path = persisted(tmp_path, source, cipher)
+    for suffix in (".faiss", ".json"):
+        shutil.copy(tmp_path / "index" / f"collection-2{suffix}", path.with_suffix(suffix))
+    assert "collection_id" in restart(tmp_path, source, caplog, cipher)["reason"]
+    for suffix in (".faiss", ".json"):  # the same, its metadata relabelled: the seal or MAC binds the collection id
+        shutil.copy(tmp_path / "index" / f"collection-2{suffix}", path.with_suffix(suffix))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**meta, "collection_id": 1}))
+    assert "integrity" in restart(tmp_path, source, caplog, cipher)["reason"]
+
+
+@pytest.mark.parametrize("field,value", [("count", 19), ("dim", 32), ("kind", "ivf"), ("collection_id", 2)])
+def test_edited_metadata_is_detected(tmp_path, caplog, field, value):
+    source = FakeSource({1: 20})
+    meta_path = persisted(tmp_path, source).with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta[field] = value
+    meta_path.write_text(json.dumps(meta))
+    restart(tmp_path, source, caplog)
+
+
+def test_without_the_integrity_key_the_file_is_not_trusted(tmp_path, caplog):
+    source = FakeSource({1: 20})
+    persisted(tmp_path, source)
+    restart(tmp_path, source, caplog, key=os.urandom(32))  # another deployment's key: the MAC fails
+
+
+@pytest.mark.parametrize("content", [b"[]", b"{}", b'{"kind": "bogus", "count": 20, "dim": 64, "collection_id": 1}',
+                                     b"\xff\x00 not json", b'"flat"', b"null"])
+def test_bad_metadata_file_rebuilds(tmp_path, caplog, content):
+    source = FakeSource({1: 20})
+    persisted(tmp_path, source).with_suffix(".json").write_bytes(content)
+    restart(tmp_path, source, caplog)
+
+
+def test_unknown_kind_with_valid_fields_rebuilds(tmp_path, caplog):
+    source = FakeSource({1: 20})
+    meta_path = persisted(tmp_path, source).with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "kind": "hnsw"}))
+    restart(tmp_path, source, caplog)
+
+
+@pytest.mark.parametrize("missing", [".faiss", ".json"])
+def test_half_missing_files_rebuild(tmp_path, caplog, missing):
+    source = FakeSource({1: 20})
+    persisted(tmp_path, source).with_suffix(missing).unlink()
+    restart(tmp_path, source, caplog)
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    source = FakeSource({1: 20})
+    persisted(tmp_path, source)
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["collection-1.faiss", "collection-1.json"]
+
+
+def test_ivf_index_round_trip_and_tampering(tmp_path, caplog):
+    source = FakeSource({1: 1200})
+    store = make(tmp_path, source, ivf_threshold=1000)
+    store.startup()
+    assert store.kind(1) == "ivf"
+    store.close()
+    again = make(tmp_path, source, ivf_threshold=1000)
+    assert again.startup()[1]["source"] == "loaded" and again.kind(1) == "ivf"
+    path = tmp_path / "index" / "collection-1.faiss"
+    ids, vecs = source.data[1]
+    data = path.read_bytes()
+    assert data.count(vecs[0].tobytes()) == 1
+    path.write_bytes(data.replace(vecs[0].tobytes(), vecs[1].tobytes()))
+    caplog.clear()
+    store = make(tmp_path, source, ivf_threshold=1000)
+    with caplog.at_level(logging.WARNING, logger="faceledger.vectors"):
+        report = store.startup()[1]
+    assert report["source"] == REBUILT and "integrity" in report["reason"] and store.kind(1) == "ivf"
+    assert store.search(1, vecs[:1], 1)[1][0, 0] == ids[0]
+
+
+def test_tampered_index_through_the_service(settings, engine, people, tmp_path, caplog):
+    from faceledger.gallery.records import Consent
+    from faceledger.service import Actor, Faceledger
+
+    me, home = Actor.local(), tmp_path / "home"
+    g = Faceledger(settings.model_copy(update={"home": home}), engine)
+    g.create_collection(me, "bbt")
+    for name in ("amy", "penny"):
+        g.enroll(me, "bbt", name, [people / "bbt" / name / f"{name}{i}.png" for i in (1, 2)],
+                 consent=Consent("explicit-consent"))
+    cid = g.gallery.collection("bbt", "default").id
+    faces = np.sort(g.gallery.store.face_ids(cid))
+    vecs = g.gallery.store.vectors(faces)
+    g.close()
+    path = home / "index" / f"collection-{cid}.faiss"
+    data = path.read_bytes()
+    for i in range(2):  # amy's two faces (enrolled first) now hold penny's first template
+        data = data.replace(vecs[i].tobytes(), vecs[2].tobytes())
+    path.write_bytes(data)
+
+    again = Faceledger(settings.model_copy(update={"home": home}), engine)
+    with caplog.at_level(logging.WARNING, logger="faceledger.vectors"):
+        report = again.gallery.startup()["default/bbt"]
+    assert report["source"] == REBUILT and "integrity" in report["reason"]
+    scores, found = again.gallery.vectors.search(cid, vecs[2:3], 4)
+    assert set(found[0][scores[0] > 0.999].tolist()) == {int(faces[2])}  # only penny's own face at 1.0
+    assert again.identify(me, "bbt", people / "bbt" / "amy" / "amy3.png").faces[0].subject_id == "amy"
+    again.close()
