@@ -1,12 +1,13 @@
 """Shared fixtures. Tests that need real faces read them from the data folder setting.
 
-Where that folder is missing they skip with the reason, except under CI (CI=true),
-where the data is always present and a missing folder fails the run.
+Where that folder is missing they skip with the reason, except when FACELEDGER_REQUIRE_DATA=1 (set by
+.ci/run), where a missing folder fails the run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,16 +24,26 @@ def _data_dir() -> Path:
 
 
 DATA_DIR = _data_dir()
-# one embedding cache for the whole run (subprocesses inherit it): LFW is embedded once, not once per test
-os.environ.setdefault("FACELEDGER_CACHE", tempfile.mkdtemp(prefix="faceledger-test-cache-"))
+# one embedding cache for the whole run (subprocesses inherit it): LFW is embedded once, not once per test;
+# removed at the end unless the caller chose the folder
+_OWN_CACHE = "FACELEDGER_CACHE" not in os.environ
+if _OWN_CACHE:
+    os.environ["FACELEDGER_CACHE"] = tempfile.mkdtemp(prefix="faceledger-test-cache-")
+# the project's own switch (set by .ci/run): the face data must be there, a missing folder fails the run
+REQUIRE_DATA = os.environ.get("FACELEDGER_REQUIRE_DATA", "").lower() in ("1", "true", "yes")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["FACELEDGER_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "README.md").is_file() and not (DATA_DIR / "lfw").is_dir():
         message = f"face data folder not found at {DATA_DIR} (set FACELEDGER_DATA_DIR)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}: under CI the data must be present", pytrace=False)
+        if REQUIRE_DATA:
+            pytest.fail(f"{message}: FACELEDGER_REQUIRE_DATA=1 demands it", pytrace=False)
         pytest.skip(message)
     return DATA_DIR
 

@@ -58,8 +58,8 @@ def test_report_json_matches_schema(report_dir):
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is missing under CI (.ci/run installs it)")
+        if os.environ.get("FACELEDGER_REQUIRE_DATA", "").lower() in ("1", "true", "yes"):
+            pytest.fail("chromium is missing although .ci/run installs it")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",

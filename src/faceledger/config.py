@@ -58,7 +58,8 @@ class Settings(BaseSettings):
 
     # input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Refuse inputs larger than this many bytes.")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Refuse images with more pixels (checked before decoding).")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="Refuse images with more pixels (checked before decoding). 25 MP keeps 24 MP camera photos (6000x4000) whole, so small faces of group photos stay findable; the detector sees at most detect_max_side px, so more pixels only cost decode time and memory (~7 bytes a pixel).")
+    decode_memory_budget: int = Field(1 << 30, ge=1, description="Bytes all image decodes in the process may hold at once; each reserves its estimated peak (175 MB for a 25 MP RGB photo) and waits up to 10 s for room, then fails OVERLOADED.")
     max_faces: int = Field(50, ge=1, description="At most this many faces are returned per image.")
 
     # detection

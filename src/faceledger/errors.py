@@ -132,3 +132,9 @@ class RateLimited(FaceledgerError):
 
 class Overloaded(FaceledgerError):
     code = "OVERLOADED"
+
+
+class DataMissing(FaceledgerError):
+    """Evaluation data (LFW, the UTKFace sample, ...) is not where the data setting points."""
+
+    code = "DATA_MISSING"

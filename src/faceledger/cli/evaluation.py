@@ -20,6 +20,20 @@ OutOpt = Annotated[Optional[Path], typer.Option(help="Folder for the JSON and PN
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Processes (default: one per core).")]
 
 
+def data_folder(data: Optional[Path], settings, command: str) -> Path:
+    """The data folder, checked for what ``command`` needs: one line and exit 2 when something is missing."""
+    from faceledger.errors import DataMissing
+    from faceledger.evaluation.data import require
+
+    folder = data or settings.data_dir
+    try:
+        require(folder, command)
+    except DataMissing as exc:
+        console.print(f"[red]missing data[/red]: {exc.message}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    return folder
+
+
 @eval_app.command("lfw")
 def eval_lfw(
     profile: ProfileOpt = None, data: DataOpt = None,
@@ -34,10 +48,7 @@ def eval_lfw(
 
     settings = load_settings()
     profile = profile or settings.profile
-    data_dir = data or settings.data_dir
-    if not (data_dir / "lfw" / "pairs.txt").is_file():
-        console.print(f"[red]LFW not found[/red]: {data_dir / 'lfw' / 'pairs.txt'} (set --data or FACELEDGER_DATA_DIR)")
-        raise typer.Exit(2)
+    data_dir = data_folder(data, settings, "eval lfw")
     fold_list = [int(f) for f in folds.split(",")] if folds else None
     result, scores, pairs = evaluate(settings, profile, data_dir=data_dir, folds=fold_list, ablation=ablation,
                                      workers=workers)
@@ -84,7 +95,8 @@ def eval_lfw_identify(profile: ProfileOpt = None, data: DataOpt = None, out: Out
 
     settings = load_settings()
     profile = profile or settings.profile
-    result, (fpir, fnir) = evaluate_identification(settings, profile, data or settings.data_dir, workers)
+    result, (fpir, fnir) = evaluate_identification(settings, profile, data_folder(data, settings, "eval lfw-identify"),
+                                                   workers)
     out = out or settings.home / "reports"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"lfw-identify-{profile}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -115,7 +127,7 @@ def eval_calibrate(
 
     settings = load_settings()
     profile = profile or settings.profile
-    cal = calibrate_lfw(settings, profile, data or settings.data_dir, workers=workers)
+    cal = calibrate_lfw(settings, profile, data_folder(data, settings, "eval calibrate"), workers=workers)
     path = cal.save(packaged_dir() if install else settings.home / "calibrations")
     table = Table(title=f"Calibration of {profile}: {cal.source}")
     for col in ("target FMR", "threshold", "FNMR (LFW genuine pairs)"):
@@ -137,8 +149,9 @@ def report(
 
     settings = load_settings()
     profile = profile or settings.profile
+    data_dir = data_folder(data, settings, "report")
     out = out or settings.home / "reports" / f"report-{profile}"
-    result = build_report(settings, profile, data or settings.data_dir, out,
+    result = build_report(settings, profile, data_dir, out,
                           [float(f) for f in fmr.split(",")], workers)
     gender = result["demographic_differentials"]["gender"]["by_fmr"]
     first = next(iter(gender))
