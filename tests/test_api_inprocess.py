@@ -46,8 +46,14 @@ class Api:
     key_ids: dict[str, str]
     clients: dict[str, Client] = field(default_factory=dict)
 
-    def client(self, key: str | None = None) -> Client:
-        return client(self.app, self.portal, key)
+    def client(self, key: str | None = None, *, address: str | None = None) -> Client:
+        """A client with ``key``; from ``address`` instead of 127.0.0.1 when given (refused authentications are
+        recorded once a minute per address)."""
+        if address is None:
+            return client(self.app, self.portal, key)
+        bridge = Bridge(self.app, self.portal)
+        bridge.asgi = httpx.ASGITransport(app=self.app, client=(address, 50000))
+        return Client("http://testserver", key, transport=bridge)
 
     @property
     def http(self) -> httpx.Client:
@@ -355,8 +361,11 @@ def test_every_operation_writes_exactly_one_audit_record(cast, people, tmp_path)
     call("compare", "ok", lambda: app.compare(photo, people / "bbt" / "penny" / "penny4.png"))
     call("verify", "ok", lambda: app.verify("staff", "penny", photo))
     call("identify", "FORBIDDEN", lambda: cast["detect_only"].identify("staff", photo))
-    unauthorized = call("identify", "UNAUTHORIZED", lambda: cast["anonymous"].identify("staff", photo))
+    # (refused authentications: one record per address and minute, so each from an address of its own)
+    unauthorized = call("identify", "UNAUTHORIZED",
+                        lambda: cast.client(address="10.9.0.1").identify("staff", photo))
     assert unauthorized["tenant"] is None and unauthorized["key_id"] is None and unauthorized["collection"] == "staff"
+    assert unauthorized["client"] == "10.9.0.1"
     call("identify", "NOT_FOUND", lambda: cast["other"].identify("no-such-collection", photo))
     # refusals before the service is reached: a bad body, a missing key with a bad body
     bad = call("identify", "UNSUPPORTED_MEDIA_TYPE",
@@ -366,7 +375,7 @@ def test_every_operation_writes_exactly_one_audit_record(cast, people, tmp_path)
     call("detect", "INVALID_REQUEST", lambda: app.http.post("/v1/detect", json={}))
     call("enroll", "PAYLOAD_TOO_LARGE", lambda: app.http.post("/v1/collections/staff/subjects/x/faces",
                                                               files={"images": b"\x00" * 3_100_000}))
-    call("detect", "UNAUTHORIZED", lambda: cast["anonymous"].http.post("/v1/detect", json={}))
+    call("detect", "UNAUTHORIZED", lambda: cast.client(address="10.9.0.2").http.post("/v1/detect", json={}))
     call("enroll", "INVALID_ARGUMENT",  # a consent reference without a basis
          lambda: app.enroll("staff", "y", [photo], consent_reference="form-without-basis"))
     call("audit.verify", "FORBIDDEN", lambda: app.http.get("/v1/audit/verify"))

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 503.")
     max_images_per_request: int = Field(10, ge=1, description="Images one enrolment request may carry.")
     metrics_token: str | None = Field(None, description="Bearer token for GET /metrics (besides admin keys); unset: admin keys only.")
+    auth_failures_per_minute: int = Field(20, ge=1, description="Refused API keys one client address may present a minute before 429.")
     identify_per_minute: int = Field(600, ge=1, description="Identification requests per key per minute (429 above).")
 
     # accountability

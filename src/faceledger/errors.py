@@ -138,3 +138,15 @@ class DataMissing(FaceledgerError):
     """Evaluation data (LFW, the UTKFace sample, ...) is not where the data setting points."""
 
     code = "DATA_MISSING"
+
+
+class StorageFull(FaceledgerError):
+    """The disk (or quota) that holds the database or the vectors is full: nothing can be written."""
+
+    code = "STORAGE_FULL"
+
+
+class StorageUnavailable(FaceledgerError):
+    """The database cannot take a write for another reason (read-only, locked past the timeout)."""
+
+    code = "STORAGE_UNAVAILABLE"

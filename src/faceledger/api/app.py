@@ -1,9 +1,10 @@
 """FastAPI application: versioned routes under /v1, API keys, one JSON error shape.
 
 Only wiring: the operations layer (``Faceledger``), its start-up, retention schedule and
-shutdown, the request middleware, the error handlers and the routers. Routes live in
-``faceledger.api.routes``; another front end or extension adds its own with
-``app.include_router``.
+shutdown, the request middleware (request context, body limit), the guard on refused
+authentications and the schedule that records their counts, the error handlers and the
+routers. Routes live in ``faceledger.api.routes``; another front end or extension adds its
+own with ``app.include_router``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from fastapi import FastAPI
 
 from faceledger import __version__
 from faceledger.api import errors
+from faceledger.api.deps import record_pending_refusals
 from faceledger.api.routes import ROUTERS
-from faceledger.api.runtime import HttpMetrics, InferencePool, RequestContext
+from faceledger.api.runtime import BodyLimit, HttpMetrics, InferencePool, RequestContext
 from faceledger.config import Settings, get_settings
 from faceledger.service import Faceledger
+from faceledger.service.guardrails import RefusedAuthentications
 
 log = logging.getLogger("faceledger.api")
 
@@ -40,6 +43,19 @@ async def retention_loop(faceledger: Faceledger, pool: InferencePool, interval: 
         await anyio.sleep(interval)
 
 
+async def refusals_loop(app: FastAPI, interval: float) -> None:
+    """Every ``interval``: record the counts of refused authentications whose minute has passed, seal the
+    audit chain when records have waited unsealed, and record changes a dead process left without one."""
+    faceledger: Faceledger = app.state.faceledger
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await record_pending_refusals(app)
+            await anyio.to_thread.run_sync(faceledger.maintain)
+        except Exception:  # keep serving; the next round tries again
+            log.exception("periodic upkeep failed")
+
+
 def create_app(settings: Settings | None = None, faceledger: Faceledger | None = None) -> FastAPI:
     """The HTTP API over ``faceledger`` (built from ``settings`` when not given)."""
     if faceledger is None:
@@ -50,6 +66,7 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
     pool = InferencePool(settings.workers, settings.max_queue, settings.queue_timeout)
     http_metrics = HttpMetrics.on(faceledger.metrics.registry)
     http_metrics.watch(pool)
+    guard = RefusedAuthentications(settings.auth_failures_per_minute)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -58,14 +75,21 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(retention_loop, faceledger, pool, settings.retention_interval)
+                tasks.start_soon(refusals_loop, app, guard.window_s)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
+            try:
+                await record_pending_refusals(app, everything=True)
+            except Exception:
+                log.exception("recording refused authentications failed")
             faceledger.close()
 
     app = FastAPI(title="faceledger", version=__version__, lifespan=lifespan, description=DESCRIPTION)
     app.state.faceledger, app.state.pool, app.state.settings = faceledger, pool, settings
+    app.state.auth_guard = guard
     app.state.engine = faceledger.engine  # `faceledger serve` loads it before listening
+    app.add_middleware(BodyLimit)  # every body counted as it arrives (routes with images allow more)
     app.add_middleware(RequestContext, metrics=http_metrics)
     errors.install(app)
     for router in ROUTERS:

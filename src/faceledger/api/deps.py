@@ -1,29 +1,38 @@
 """What routes depend on, in one module: the service, the inference pool, the caller.
 
 Audited routes run as ``async with operation(request, token, "identify", collection=...) as op``:
-the request becomes an ``Actor`` (``Faceledger.authenticate``), the body is parsed with
-``op.body``, and the service is called with ``op.run`` (inference pool), ``op.thread`` or
-``op.call``. A refusal before the service is reached (no or bad key, a bad body, a full
-queue) is recorded once with ``Faceledger.refuse``; once the service is reached it records
-its own outcome, so the API never writes a second record. Read-only routes depend on
-``Caller`` (authentication only, not audited).
+the request becomes an ``Actor`` (``Faceledger.authenticate``) and is authorized before any of
+its body is read; then the body is parsed with ``op.body`` (within the body limit of its model)
+and the service is called with ``op.run`` (inference pool) or ``op.call`` (a worker thread). A
+refusal before the service is reached (no or bad key, a bad body, a full queue) is recorded
+once with ``Faceledger.refuse``; once the service is reached it records its own outcome, so the
+API never writes a second record. Refused authentications are throttled per client address and
+recorded at most once a minute per address (``RefusedAuthentications``). Read-only routes depend
+on ``Caller`` (authentication only, not audited) and call the service with ``in_thread``.
+
+Nothing here touches the database on the event loop: authentication, every service call and
+every refusal record run in worker threads, so a slow query never stalls other requests.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from faceledger.api.inputs import parse_body
 from faceledger.api.runtime import InferencePool
+from faceledger.gallery.storage import storage_error
 from faceledger.config import Settings
+from faceledger.errors import RateLimited, Unauthorized
 from faceledger.service import Actor, Faceledger
+from faceledger.service.guardrails import RefusedAuthentications
 
 Body = TypeVar("Body", bound=BaseModel)
 T = TypeVar("T")
@@ -41,8 +50,25 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def auth_guard(request: Request) -> RefusedAuthentications:
+    return request.app.state.auth_guard
+
+
 Service = Annotated[Faceledger, Depends(get_faceledger)]
 Pool = Annotated[InferencePool, Depends(get_pool)]
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in a worker thread (database and file work stays off the event loop); a full
+    disk comes out as StorageFull."""
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    except Exception as exc:
+        full = storage_error(exc)
+        if full is None:
+            raise
+        raise full from exc
+
 
 # ------------------------------------------------------------------ credentials
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer fl_...`")
@@ -64,13 +90,45 @@ def anonymous(request: Request) -> Actor:
                  client=request.client.host if request.client else None)
 
 
+async def authenticate(request: Request, token: str | None) -> Actor:
+    """The actor of the presented key. A presented key that is refused counts against the client address:
+    beyond its limit, RATE_LIMITED instead of UNAUTHORIZED (a valid key from there still works)."""
+    who = anonymous(request)
+    try:
+        return await in_thread(get_faceledger(request).authenticate, token, request_id=who.request_id,
+                               client=who.client)
+    except Unauthorized:
+        if token:
+            auth_guard(request).failed(who.client)
+        raise
+
+
 async def authenticated(request: Request, token: Token) -> Actor:
     """The caller of a read-only route (authenticated, not audited)."""
-    who = anonymous(request)
-    return get_faceledger(request).authenticate(token, request_id=who.request_id, client=who.client)
+    return await authenticate(request, token)
 
 
 Caller = Annotated[Actor, Depends(authenticated)]
+
+
+# ------------------------------------------------------------------ refusals
+def record_refusal(faceledger: Faceledger, operation: str, actor: Actor, exc: Exception, *,
+                   decision: str | None = None, collection: str | None = None,
+                   subject_ids: Sequence[str] = ()) -> None:
+    """``Faceledger.refuse``; ``decision`` for a record that stands for several refusals."""
+    faceledger.refuse(operation, actor, exc, collection=collection, subject_ids=subject_ids, decision=decision)
+
+
+async def record_pending_refusals(app: FastAPI, *, everything: bool = False) -> int:
+    """Record the refused authentications counted but not yet recorded whose minute has passed (all of them
+    with ``everything``): one record per address. Returns how many records were written."""
+    faceledger: Faceledger = app.state.faceledger
+    due = app.state.auth_guard.due(everything=everything)
+    for pending in due:
+        actor = Actor(tenant=None, client=pending.address)
+        await in_thread(record_refusal, faceledger, pending.operation, actor,
+                        Unauthorized("refused authentications, recorded together"), decision=pending.decision)
+    return len(due)
 
 
 # ------------------------------------------------------------------ audited operations
@@ -85,50 +143,60 @@ class Operation:
         self.faceledger = get_faceledger(request)
         self.pool = get_pool(request)
         self.actor = anonymous(request)
+        self.authenticated = False
 
     async def body(self, model: type[Body]) -> tuple[Body, dict]:
-        """The multipart or JSON body: (validated fields, {image field: bytes or [bytes]}). The body's
-        ``reference`` (a case number), if any, goes into the actor and so into the audit record."""
+        """The multipart or JSON body: (validated fields, {image field: bytes or [bytes]}), read within the
+        body limit of ``model``. The body's ``reference`` (a case number), if any, goes into the actor and so
+        into the audit record."""
         settings = settings_of(self.request)
         params, images = await parse_body(self.request, model, settings.max_image_bytes,
                                           settings.max_images_per_request)
         self.actor = self.actor.with_reference(getattr(params, "reference", None))
         return params, images
 
-    def _reach(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> Callable[[], T]:
-        def call() -> T:
-            return fn(*args, **kwargs)
-
-        return call
-
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the service in the inference pool (503 when it is full)."""
-        return await self.pool.run(self._reach(fn, args, kwargs))
+        try:
+            return await self.pool.run(functools.partial(fn, *args, **kwargs))
+        except Exception as exc:
+            full = storage_error(exc)
+            if full is None:
+                raise
+            raise full from exc
 
-    async def thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call the service in a worker thread outside the inference pool (slow work that is not inference)."""
-        return await anyio.to_thread.run_sync(self._reach(fn, args, kwargs))
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the service in a worker thread outside the inference pool (database work, slow work that is
+        not inference)."""
+        return await in_thread(fn, *args, **kwargs)
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call the service here (quick database work)."""
-        return self._reach(fn, args, kwargs)()
-
-    def refused(self, exc: Exception) -> None:
-        """Record ``exc`` as this operation's refusal unless the service already recorded it."""
+    async def refused(self, exc: Exception) -> None:
+        """Record ``exc`` as this operation's refusal unless the service already recorded it. A refused
+        authentication is recorded at most once a minute per client address, the count carried along."""
         if getattr(exc, "audited", False):
             return
-        self.faceledger.refuse(self.name, self.actor, exc, collection=self.collection, subject_ids=self.subject_ids)
+        decision = None
+        if not self.authenticated and isinstance(exc, (Unauthorized, RateLimited)):
+            record = auth_guard(self.request).refused(self.actor.client, self.name)
+            if record is None:  # counted: the next record of this address says how many
+                exc.audited = True
+                return
+            decision = record.decision
+        await in_thread(record_refusal, self.faceledger, self.name, self.actor, exc, decision=decision,
+                        collection=self.collection, subject_ids=self.subject_ids)
 
 
 @asynccontextmanager
 async def operation(request: Request, token: str | None, name: str, *, collection: str | None = None,
                     subject_ids: Sequence[str] = ()) -> AsyncIterator[Operation]:
-    """Authenticate and run one audited operation: exactly one audit record, done or refused."""
+    """Authenticate and authorize, then run one audited operation: exactly one audit record, done or refused
+    (refused authentications: at most one a minute per address). No body is read before authorization."""
     op = Operation(request, name, collection, subject_ids)
     try:
-        op.actor = op.faceledger.authenticate(token, request_id=op.actor.request_id, client=op.actor.client)
+        op.actor = await authenticate(request, token)
+        op.authenticated = True
         op.faceledger.authorize(op.actor, name)  # a key without the scope is told so before its body is read
         yield op
     except Exception as exc:
-        op.refused(exc)
+        await op.refused(exc)
         raise

@@ -14,8 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from faceledger.api import schemas as S
+from faceledger.gallery.storage import storage_error
 from faceledger.errors import FaceledgerError
 
 log = logging.getLogger("faceledger.api")
@@ -32,7 +34,8 @@ STATUS: dict[str, int] = {
     # access and load
     "UNAUTHORIZED": 401, "FORBIDDEN": 403, "RATE_LIMITED": 429, "OVERLOADED": 503,
     # the deployment
-    "MODEL_FILE": 500, "TEMPLATE_KEY": 500, "CONFIGURATION": 500,
+    "MODEL_FILE": 500, "TEMPLATE_KEY": 500, "CONFIGURATION": 500, "DATA_MISSING": 500,
+    "STORAGE_FULL": 507, "STORAGE_UNAVAILABLE": 503,
 }
 UNKNOWN_CODE_STATUS = 400
 
@@ -67,14 +70,35 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
                           {"errors": [{"loc": [str(x) for x in e["loc"]], "msg": e["msg"]} for e in exc.errors()]})
 
 
-async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at this request's path (asked of the routes themselves, so
+    included routers count however the framework nests them)."""
+    routes = request.app.router.routes
+    return [method for method in METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc.__cause__, FaceledgerError):  # FastAPI wraps what failed while it read a body
+        return await faceledger_error(request, exc.__cause__)
     if exc.status_code == 400:  # a body FastAPI could not parse: the same answer as any invalid request
         return error_response(422, "INVALID_REQUEST", str(exc.detail))
     codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+    response = error_response(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # the router names one route's methods; another route may share the path
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
 
 
-async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    full = storage_error(exc)
+    if full is not None:
+        log.error("storage full: %s", exc)
+        return await faceledger_error(request, full)
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "INTERNAL", "internal error; see the server log")
 

@@ -1,4 +1,4 @@
-"""HTTP runtime: a bounded inference pool, the request context middleware and the HTTP metrics.
+"""HTTP runtime: a bounded inference pool, the request context and body limit middleware, the HTTP metrics.
 
 The HTTP metrics live on the service's Prometheus registry (``Faceledger.metrics.registry``),
 labelled by route template (``/v1/collections/{collection}/identify``), never by tenant or
@@ -7,6 +7,7 @@ collection name.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 import weakref
@@ -16,7 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faceledger.errors import Overloaded
+from faceledger.errors import Overloaded, PayloadTooLarge
+
+JSON_BODY_LIMIT = 64 * 1024  # the body of a request whose route does not ask for more (JSON-only bodies)
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class InferencePool:
@@ -74,9 +78,72 @@ class HttpMetrics:
         self.queue.set_function(lambda: pool.waiting)
 
 
+class BodyBudget:
+    """How many bytes of a request's body may arrive: counted as they arrive (chunked or not), refused with
+    PayloadTooLarge (413) as soon as the limit is passed, so an oversize body is never read in full.
+
+    The limit is ``JSON_BODY_LIMIT`` unless the route raises it with ``allow`` before reading the body (a
+    route that takes images). A declared ``Content-Length`` over the limit is refused before any is read."""
+
+    def __init__(self, limit: int, declared: int | None) -> None:
+        self.limit = limit
+        self.declared = declared
+        self.received = 0
+
+    def allow(self, limit: int) -> None:
+        """This request's limit (before its body is read)."""
+        self.limit = limit
+        self._check_declared()
+
+    def _check_declared(self) -> None:
+        if self.declared is not None and self.declared > self.limit:
+            raise PayloadTooLarge(f"the request body is {self.declared} bytes, the limit is {self.limit}",
+                                  limit=self.limit)
+
+    def wrap(self, receive: Receive) -> Receive:
+        async def counted() -> Message:
+            if self.received == 0:
+                self._check_declared()
+            message = await receive()
+            if message["type"] == "http.request":
+                self.received += len(message.get("body", b""))
+                if self.received > self.limit:
+                    raise PayloadTooLarge(f"the request body is over {self.limit} bytes", limit=self.limit)
+            return message
+
+        return counted
+
+    @classmethod
+    def of(cls, scope: Scope) -> BodyBudget | None:
+        return scope.get("state", {}).get("body_budget")
+
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class BodyLimit:
+    """ASGI middleware: every request body is read through its ``BodyBudget`` (``scope["state"]``)."""
+
+    def __init__(self, app: ASGIApp, default: int = JSON_BODY_LIMIT) -> None:
+        self.app = app
+        self.default = default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        budget = BodyBudget(self.default, declared_length(scope))
+        scope.setdefault("state", {})["body_budget"] = budget
+        await self.app(scope, budget.wrap(receive), send)
+
+
 class RequestContext:
-    """ASGI middleware: a request id (``X-Request-ID`` in, or a new one) in ``request.state`` and on the
-    response, and the request counted and timed under its route template."""
+    """ASGI middleware: a request id (``X-Request-ID`` in when it is 1..64 of ``[A-Za-z0-9._:-]``, or a new one)
+    in ``request.state`` and on the response, and the request counted and timed under its route template."""
 
     def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
         self.app = app
@@ -89,7 +156,7 @@ class RequestContext:
         start = time.perf_counter()
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = (given or uuid.uuid4().hex)[:64]
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+
+from faceledger.errors import InvalidArgument
+from faceledger.service.consent import instant
+from faceledger.service.guardrails import MetadataLimits
 
 
 class ErrorBody(BaseModel):
@@ -68,13 +72,52 @@ class Health(BaseModel):
     model_id: str | None = None
 
 
+# ---------------------------------------------------------------- inputs
+def _instant(value: Any) -> Any:
+    """ISO 8601 text only (a number is not a Unix timestamp in disguise), 1970..9000 UTC once offset."""
+    if not isinstance(value, (str, dt.datetime)):
+        raise ValueError("an ISO 8601 date-time is text, e.g. 2027-12-31T23:59:00+01:00")  # noqa: TRY004 (pydantic)
+    try:
+        return instant(value, "the time")
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
+
+
+Instant = Annotated[dt.datetime, BeforeValidator(_instant)]
+
+
+def _scalar(value: Any) -> Any:
+    if type(value) is int and not -(2**63) <= value < 2**63:  # not turned into a float
+        raise ValueError("integers fit 64 bits")
+    return value
+
+
+def _bounded(metadata: dict) -> dict:
+    if MetadataLimits.size(metadata) > MetadataLimits.max_total_bytes:
+        raise ValueError(f"metadata is at most {MetadataLimits.max_total_bytes} bytes as JSON")
+    return metadata
+
+
+MetadataValue = Annotated[Annotated[str, Strict(), Field(max_length=MetadataLimits.max_value_chars)]
+                          | Annotated[bool, Strict()] | Annotated[int, Strict(), Field(ge=-(2**63), lt=2**63)]
+                          | Annotated[float, Strict(), Field(allow_inf_nan=False)] | None,
+                          BeforeValidator(_scalar)]
+Metadata = Annotated[dict[Annotated[str, Field(max_length=MetadataLimits.max_key_chars)], MetadataValue],
+                     Field(max_length=MetadataLimits.max_keys,
+                           description=f"At most {MetadataLimits.max_keys} keys of at most "
+                                       f"{MetadataLimits.max_key_chars} characters; values text (at most "
+                                       f"{MetadataLimits.max_value_chars} characters), numbers, true/false or "
+                                       f"null; at most {MetadataLimits.max_total_bytes} bytes as JSON."),
+                     AfterValidator(_bounded)]
+
+
 # ---------------------------------------------------------------- gallery
 class ConsentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     basis: str = Field(min_length=1, max_length=64, examples=["explicit-consent"])
     reference: str | None = Field(None, max_length=256)
-    given_at: dt.datetime | None = None
-    expires_at: dt.datetime | None = None
+    given_at: Instant | None = None
+    expires_at: Instant | None = None
 
 
 class ConsentOut(BaseModel):
@@ -119,7 +162,7 @@ class SubjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subject_id: str = Field(min_length=1, max_length=256, pattern=r"^\S(.*\S)?$")
     display_name: str | None = Field(None, max_length=256)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     consent: ConsentIn | None = None
 
 
@@ -139,6 +182,8 @@ class ErasureReceipt(BaseModel):
     faces_deleted: int
     erased_at: str
     audit_seq: int | None = Field(None, description="The audit record of this erasure.")
+    pending: list[str] = Field(default_factory=list, description="Copies not gone yet, and when they will be "
+                               "(e.g. the SQLite write-ahead log while another connection reads it).")
 
 
 class CandidateOut(BaseModel):
@@ -191,7 +236,7 @@ class EnrollBody(BaseModel):
     display_name: str | None = Field(None, max_length=256)
     consent_basis: str | None = Field(None, min_length=1, max_length=64)
     consent_reference: str | None = Field(None, max_length=256)
-    consent_expires_at: dt.datetime | None = None
+    consent_expires_at: Instant | None = None
     reference: str | None = REFERENCE
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -232,6 +232,9 @@ class AuditLog:
                               (AuditRecord.operation, operation)):
             if value is not None:
                 q = q.where(column == value)
+        if subject_id is not None and subject_id.isascii():  # narrowed in SQL (the JSON text holds the
+            quoted = json.dumps(subject_id)  # quoted id; non-ASCII is escaped differently by engines), exact below
+            q = q.where(cast(AuditRecord.subject_ids, Text).contains(quoted, autoescape=True))
         if since:
             q = q.where(AuditRecord.at >= since)
         if until:

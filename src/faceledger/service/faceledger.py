@@ -30,6 +30,7 @@ from faceledger.gallery.records import (
     iso,
 )
 from faceledger.gallery.schema import utcnow
+from faceledger.gallery.storage import check_writable, storage_error
 from faceledger.imaging import ImageInput
 from faceledger.matching.compare import Comparison, Template, compare, decide
 from faceledger.matching.decisions import IdentifyResult, open_set
@@ -37,7 +38,7 @@ from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
 from faceledger.service import events as ev
 from faceledger.service.actor import Actor
 from faceledger.service.consent import checked, instant
-from faceledger.service.guardrails import HourlyQuota, RateLimiter
+from faceledger.service.guardrails import HourlyQuota, MetadataLimits, RateLimiter
 from faceledger.service.subscribers import ServiceMetrics, subscribe_defaults
 
 READ_SCOPES = ("enroll", "identify", "verify")
@@ -95,7 +96,7 @@ class Faceledger:
         actor.require(*OPERATION_SCOPES[operation])
 
     def refuse(self, operation: str, actor: Actor, exc: Exception, *, collection: str | None = None,
-               subject_ids: Sequence[str] = ()) -> None:
+               subject_ids: Sequence[str] = (), decision: str | None = None) -> None:
         """Record a refusal that happened before the operation could start (authentication, a bad body)."""
         if getattr(exc, "audited", False):
             return
@@ -103,8 +104,14 @@ class Faceledger:
             exc.audited = True  # so that no front end records it a second time
         except AttributeError:
             pass
-        code = exc.code if isinstance(exc, FaceledgerError) else "INTERNAL"
-        self.events.publish(ev.OperationRefused(actor, collection, tuple(subject_ids), refused=operation, code=code))
+        full = storage_error(exc)
+        code = exc.code if isinstance(exc, FaceledgerError) else full.code if full is not None else "INTERNAL"
+        self.events.publish(ev.OperationRefused(actor, collection, tuple(subject_ids), decision=decision,
+                                                refused=operation, code=code))
+
+    def check_storage(self) -> None:
+        """Refuse (STORAGE_FULL, STORAGE_UNAVAILABLE) unless the database can take a write now (readiness)."""
+        check_writable(self.gallery.store.db, self.settings.home)
 
     @contextmanager
     def _operation(self, name: str, actor: Actor, collection: str | None = None,
@@ -186,6 +193,7 @@ class Faceledger:
         """A subject with metadata and a consent record; faces are enrolled separately."""
         with self._operation("subject.create", actor, collection, [subject_id]):
             self.authorize(actor, "subject.create")
+            MetadataLimits.check(metadata)
             consent = checked(consent)
             info = self.gallery.create_subject(collection, subject_id, tenant=actor.tenant,
                                                display_name=display_name, metadata=metadata, consent=consent)
@@ -228,6 +236,7 @@ class Faceledger:
         """Enrol one face per image for a subject (created if new); all or nothing."""
         with self._operation("enroll", actor, collection, [subject_id]):
             self.authorize(actor, "enroll")
+            MetadataLimits.check(metadata)
             consent = checked(consent)
             info = self.gallery.enroll(collection, subject_id, images, tenant=actor.tenant,
                                        display_name=display_name, metadata=metadata, consent=consent, face=face)

@@ -5,32 +5,35 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from faceledger.api import schemas as S
-from faceledger.api.deps import Caller, Service, Token, operation
+from faceledger.api.deps import Caller, Service, Token, in_thread, operation
 from faceledger.api.errors import AUTH_ERRORS, responses
+from faceledger.api.inputs import openapi_body
 
 router = APIRouter(tags=["collections"])
 
 
 @router.post("/v1/collections", response_model=S.CollectionOut, status_code=201,
-             responses=AUTH_ERRORS | responses(409))
-async def create_collection(spec: S.CollectionCreate, request: Request, token: Token):
+             responses=AUTH_ERRORS | responses(409, 413, 415), openapi_extra=openapi_body(S.CollectionCreate))
+async def create_collection(request: Request, token: Token):
     """Create a collection (a named gallery of this tenant). Scope: admin."""
-    async with operation(request, token, "collection.create", collection=spec.name) as op:
-        info = op.call(op.faceledger.create_collection, op.actor, spec.name, target_fmr=spec.target_fmr,
-                       require_consent=spec.require_consent, store_crops=spec.store_crops,
-                       retention_days=spec.retention_days)
+    async with operation(request, token, "collection.create") as op:
+        spec, _ = await op.body(S.CollectionCreate)
+        op.collection = spec.name
+        info = await op.call(op.faceledger.create_collection, op.actor, spec.name, target_fmr=spec.target_fmr,
+                             require_consent=spec.require_consent, store_crops=spec.store_crops,
+                             retention_days=spec.retention_days)
     return info.to_dict()
 
 
 @router.get("/v1/collections", response_model=list[S.CollectionOut], responses=AUTH_ERRORS)
 async def list_collections(caller: Caller, faceledger: Service):
     """This tenant's collections. Scope: enroll, identify, verify or admin."""
-    return [c.to_dict() for c in faceledger.list_collections(caller)]
+    return [c.to_dict() for c in await in_thread(faceledger.list_collections, caller)]
 
 
 @router.get("/v1/collections/{collection}", response_model=S.CollectionOut, responses=AUTH_ERRORS | responses(404))
 async def get_collection(collection: str, caller: Caller, faceledger: Service):
-    return faceledger.get_collection(caller, collection).to_dict()
+    return (await in_thread(faceledger.get_collection, caller, collection)).to_dict()
 
 
 @router.delete("/v1/collections/{collection}", response_model=S.ErasureReceipt,
@@ -38,5 +41,5 @@ async def get_collection(collection: str, caller: Caller, faceledger: Service):
 async def delete_collection(collection: str, request: Request, token: Token):
     """Delete a collection, erasing every subject and template in it. Scope: admin."""
     async with operation(request, token, "collection.delete", collection=collection) as op:
-        receipt = op.call(op.faceledger.delete_collection, op.actor, collection)
+        receipt = await op.call(op.faceledger.delete_collection, op.actor, collection)
     return receipt.to_dict()
