@@ -4,17 +4,23 @@ Built once from a large impostor distribution (LFW: every cross-identity pair am
 images of ``pairs.txt``) and stored as JSON next to the code, keyed by the model id, so
 that callers set thresholds as "FMR 1e-4" rather than as raw scores.
 
-An FMR is only estimated where at least ``MIN_ERRORS`` impostor pairs lie above the
-threshold (the "rule of 30"): with ~30 million LFW impostor pairs that is 1e-6. Lower
-targets are refused, and scores above that point report the FMR as an upper bound.
+An FMR is *measured* where at least ``MIN_ERRORS`` impostor pairs lie above the threshold
+(the "rule of 30"): with ~100 million impostor pairs that is ~3e-7. Below that, a calibration
+with a ``tail`` (:mod:`faceledger.matching.tail`: a generalized Pareto fit of the top impostor
+scores, with bootstrap bounds) *extrapolates*: thresholds are conservative (with 95%
+confidence the FMR at them is at most the target), down to the tail's ``floor``; lower
+targets are refused with :class:`NotCalibrated`. A calibration without a tail (older JSON)
+refuses every target below the resolution, and reports scores above it as an upper bound.
+Every threshold says which it is: :meth:`Calibration.threshold_info`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -22,14 +28,37 @@ import numpy as np
 
 from faceledger.errors import NotCalibrated
 from faceledger.matching import rates
+from faceledger.matching.tail import TailModel, fit_tail
 
 FMR_LEVELS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 PACKAGED = "faceledger.matching.calibrations"
 MIN_ERRORS = 30
+MEASURED, EXTRAPOLATED, BOUND = "measured", "extrapolated", "bound"
 
 
 def file_name(model_id: str) -> str:
     return hashlib.sha256(model_id.encode()).hexdigest()[:16] + ".json"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A similarity threshold for a target FMR, and how well its FMR is known.
+
+    ``fmr`` is the FMR at ``score`` (measured, or the tail's point estimate); ``fmr_upper`` its
+    upper ``confidence`` bound (equal to ``fmr`` where measured). Either way ``fmr_upper`` is at
+    most ``target``: an extrapolated threshold is the conservative one.
+    """
+
+    score: float
+    fmr: float
+    basis: str  # "measured" | "extrapolated"
+    fmr_upper: float
+    confidence: float = 0.95
+    target: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "fmr": self.fmr, "basis": self.basis, "fmr_upper": self.fmr_upper,
+                "confidence": self.confidence, "target": self.target}
 
 
 @dataclass(frozen=True)
@@ -40,48 +69,108 @@ class Calibration:
     genuine_pairs: int
     curve_scores: np.ndarray  # ascending
     curve_fmr: np.ndarray  # FMR at each score (descending)
-    thresholds: dict[float, float]  # FMR level -> threshold
+    thresholds: dict[float, float]  # FMR level -> threshold (measured levels only)
     fnmr: dict[float, float]  # FNMR on the genuine pairs at each level's threshold
     created: str
+    tail: TailModel | None = field(default=None, compare=False)
 
     @property
     def resolution(self) -> float:
-        """The smallest FMR this calibration estimates: MIN_ERRORS impostor pairs above the threshold."""
+        """The smallest FMR this calibration measures: MIN_ERRORS impostor pairs above the threshold."""
         return MIN_ERRORS / self.impostor_pairs
 
+    @property
+    def lowest_fmr(self) -> float:
+        """The smallest FMR a threshold can be given for: the tail's floor, or the resolution without a tail."""
+        return self.tail.floor if self.tail is not None else self.resolution
+
     @classmethod
-    def build(cls, model_id: str, impostor: np.ndarray, genuine: np.ndarray, source: str) -> Calibration:
-        impostor = np.sort(np.asarray(impostor, np.float64))[::-1]
+    def build(cls, model_id: str, impostor: np.ndarray, genuine: np.ndarray, source: str, *, tail: bool = True,
+              k: int | None = None, bootstrap: int | None = None, seed: int = 0,
+              top_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+              n_images: int | None = None) -> Calibration:
+        """The empirical curve and measured thresholds, and (``tail``) the tail fit (see ``fit_tail``)."""
+        impostor = np.sort(np.asarray(impostor, np.float32))[::-1]
         n = len(impostor)
         ranks = np.unique(np.round(np.logspace(0, np.log10(n), 400)).astype(np.int64))
-        scores = impostor[ranks - 1]  # rank-th highest impostor score: FMR(score) = rank / n
+        scores = impostor[ranks - 1].astype(np.float64)  # rank-th highest impostor score: FMR(score) = rank / n
         fmr = ranks / n
         levels = [f for f in FMR_LEVELS if f * n >= MIN_ERRORS]
-        thresholds = {f: rates.threshold_at_fmr(impostor, f) for f in levels}
+        # as rates.threshold_at_fmr, on the sorted scores: just above the (floor(f n) + 1)-th highest
+        thresholds = {f: float(np.nextafter(np.float64(impostor[min(int(np.floor(f * n)), n - 1)]), np.inf))
+                      for f in levels}
+        model = None
+        if tail:
+            kwargs = {} if bootstrap is None else {"bootstrap": bootstrap}
+            model = fit_tail(impostor, k, seed=seed, top_pairs=top_pairs, n_images=n_images, **kwargs)
         return cls(model_id, source, n, len(genuine), scores[::-1].copy(), fmr[::-1].copy(), thresholds,
                    {f: rates.fnmr_at(genuine, t) for f, t in thresholds.items()},
-                   dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                   dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), model)
 
+    # ------------------------------------------------------------------ score -> FMR
     def fmr(self, score: float) -> tuple[float, bool]:
-        """(FMR, is_upper_bound) for a similarity score: the share of impostors scoring at least as high."""
-        if score > self._score_at_resolution:
-            return self.resolution, True
-        if score <= self.curve_scores[0]:
-            return float(self.curve_fmr[0]), False
-        log_fmr = np.interp(score, self.curve_scores, np.log10(self.curve_fmr))
-        return float(10**log_fmr), False
+        """(FMR, is_upper_bound) for a similarity score: the share of impostors scoring at least as high.
 
-    @property
+        Measured up to the resolution; beyond it the tail's point estimate (not a bound), and
+        beyond the score of the tail's floor (or, without a tail, beyond the resolution) the
+        lowest supported FMR as an upper bound.
+        """
+        value, basis = self.fmr_info(score)
+        return value, basis == BOUND
+
+    def fmr_info(self, score: float) -> tuple[float, str]:
+        """(FMR, basis): basis "measured", "extrapolated" (the tail's point estimate) or "bound" (at most)."""
+        value, _, basis = self.fmr_detail(score)
+        return value, basis
+
+    def fmr_detail(self, score: float) -> tuple[float, float, str]:
+        """(FMR, its upper confidence bound, basis) at ``score``; the bound equals the FMR unless extrapolated."""
+        if score <= self._score_at_resolution:
+            if score <= self.curve_scores[0]:
+                value = float(self.curve_fmr[0])
+            else:
+                value = float(10 ** np.interp(score, self.curve_scores, np.log10(self.curve_fmr)))
+            return value, value, MEASURED
+        if self.tail is None:
+            return self.resolution, self.resolution, BOUND
+        if score >= self._score_at_floor:
+            return self.tail.floor, self.tail.floor, BOUND
+        value = min(max(self.tail.fmr(score), self.tail.floor), self.resolution)
+        return value, max(self.tail.fmr_upper(score), value), EXTRAPOLATED
+
+    @functools.cached_property
     def _score_at_resolution(self) -> float:
         return float(np.interp(np.log10(self.resolution), np.log10(self.curve_fmr[::-1]), self.curve_scores[::-1]))
 
+    @functools.cached_property
+    def _score_at_floor(self) -> float:
+        """The conservative threshold at the tail's floor: above it the FMR is at most the floor."""
+        return max(self.tail.threshold_unchecked(self.tail.floor), self._score_at_resolution)
+
+    # ------------------------------------------------------------------ FMR -> score
     def threshold(self, fmr: float) -> float:
-        """The similarity threshold for a target FMR (interpolated between measured levels)."""
-        if fmr < self.resolution:
+        """The similarity threshold for a target FMR: measured where it can be, else the conservative tail one.
+
+        Raises :class:`NotCalibrated` below :attr:`lowest_fmr`.
+        """
+        return self.threshold_info(fmr).score
+
+    def threshold_info(self, fmr: float) -> Threshold:
+        """The threshold for a target FMR, with its basis ("measured" or "extrapolated") and FMR bound."""
+        if fmr >= self.resolution:
+            score = self._measured_threshold(fmr)
+            return Threshold(score, fmr, MEASURED, fmr, self.tail.confidence if self.tail else 0.95, fmr)
+        if self.tail is None:
             raise NotCalibrated(
                 f"FMR {fmr:g} is below what the calibration can estimate ({MIN_ERRORS} false matches in "
-                f"{self.impostor_pairs:,} impostor pairs: {self.resolution:.1g})",
-                lowest_fmr=self.resolution)
+                f"{self.impostor_pairs:,} impostor pairs: {self.resolution:.1g}), and it has no tail model to "
+                f"extrapolate with", lowest_fmr=self.resolution)
+        score = max(self.tail.threshold(fmr), self._score_at_resolution)  # raises below the tail's floor
+        point = min(self.tail.fmr(score), self.resolution)
+        return Threshold(score, point, EXTRAPOLATED, max(min(self.tail.fmr_upper(score), fmr), point),
+                         self.tail.confidence, fmr)
+
+    def _measured_threshold(self, fmr: float) -> float:
         if fmr in self.thresholds:
             return self.thresholds[fmr]
         if fmr >= self.curve_fmr[0]:
@@ -96,6 +185,7 @@ class Calibration:
             "fnmr_at_threshold": {f"{k:g}": round(v, 6) for k, v in self.fnmr.items()},
             "curve": {"score": [round(float(s), 6) for s in self.curve_scores],
                       "fmr": [float(f"{f:.6g}") for f in self.curve_fmr]},
+            **({"tail": self.tail.to_dict()} if self.tail is not None else {}),
         }
 
     @classmethod
@@ -103,7 +193,8 @@ class Calibration:
         return cls(d["model_id"], d["source"], int(d["impostor_pairs"]), int(d["genuine_pairs"]),
                    np.array(d["curve"]["score"]), np.array(d["curve"]["fmr"]),
                    {float(k): float(v) for k, v in d["thresholds"].items()},
-                   {float(k): float(v) for k, v in d["fnmr_at_threshold"].items()}, d["created"])
+                   {float(k): float(v) for k, v in d["fnmr_at_threshold"].items()}, d["created"],
+                   TailModel.from_dict(d["tail"]) if d.get("tail") else None)
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
