@@ -114,6 +114,38 @@ def test_health_ready_openapi_docs_request_id(api):
     assert len(http.get("/v1/health").headers["x-request-id"]) == 32
 
 
+def test_health_names_the_model_without_loading_it(tmp_path, monkeypatch):
+    from faceledger.models.base import OnnxModel
+
+    fl = Faceledger(Settings(home=tmp_path, cache=Path(os.environ["FACELEDGER_CACHE"])))
+    app = create_app(fl.settings, fl)
+    fl.engine.recognizer("sface")._session = None  # (the gallery asked it for its dimension)
+    monkeypatch.setattr(OnnxModel, "_load", lambda self: pytest.fail(f"health loaded {self.path.name}"))
+    with in_process(app, lifespan=False) as portal:  # no start-up: the models stay unloaded
+        health = client(app, portal).health()
+    assert health["status"] == "ok" and health["model_id"] == fl.engine.model_id
+    assert health["model_id"].startswith("face_recognition_sface")
+    assert fl.engine.detector._session is None and fl.engine.recognizer("sface")._session is None
+    fl.close()
+
+
+def test_subject_listings_count_faces_and_details_list_them(cast):
+    app = cast["app"]
+    listed = app.list_subjects("staff")
+    assert listed and all(set(s) == {"subject_id", "display_name", "metadata", "consent", "created_at",
+                                      "face_count"} for s in listed)
+    counts = {s["subject_id"]: s["face_count"] for s in listed}
+    for name in CAST:
+        subject = app.get_subject("staff", name)
+        assert subject["face_count"] == len(subject["faces"]) == counts[name] == 2
+    spec = app.http.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    listing = spec["paths"]["/v1/collections/{collection}/subjects"]["get"]["responses"]["200"]
+    assert listing["content"]["application/json"]["schema"]["items"]["$ref"].endswith("/SubjectSummary")
+    assert "faces" not in schemas["SubjectSummary"]["properties"]
+    assert {"faces", "face_count"} <= set(schemas["SubjectOut"]["properties"])
+
+
 def test_metrics_need_an_admin_key_or_the_metrics_token(cast):
     http = cast.http
     r = http.get("/metrics")
@@ -199,6 +231,15 @@ def test_detect_and_compare_over_json(cast, people):
     assert r.status_code == 200 and len(r.json()["faces"]) == 2
     same = app.compare(ex / "obama.jpg", ex / "obama2.jpg")
     assert same["match"] is True and same["fmr"] < 1e-4 and same["model_id"].startswith("face_recognition_sface")
+    # an image with several faces: say which with face_a / face_b (multipart fields or JSON)
+    b64 = {name: base64.b64encode((ex / name).read_bytes()).decode() for name in ("two_people.jpg", "obama.jpg")}
+    r = app.http.post("/v1/compare", json={"image_a": b64["obama.jpg"], "image_b": b64["two_people.jpg"]})
+    assert r.status_code == 422 and r.json()["error"]["details"]["choose_with"]["http"].startswith("face")
+    chosen = [app.http.post("/v1/compare", json={"image_a": b64["obama.jpg"], "image_b": b64["two_people.jpg"],
+                                                 "face_b": i}).json()["match"] for i in (0, 1)]
+    assert sorted(chosen) == [False, True]
+    r = app.http.post("/v1/compare", json={"image_a": b64["obama.jpg"], "image_b": b64["obama.jpg"], "face_a": -1})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "INVALID_REQUEST"
 
 
 def test_keys_scopes_and_tenants(cast, people):

@@ -16,7 +16,7 @@ import anyio
 from fastapi import FastAPI
 
 from faceledger import __version__
-from faceledger.api import errors
+from faceledger.api import docs, errors
 from faceledger.api.deps import record_pending_refusals
 from faceledger.api.routes import ROUTERS
 from faceledger.api.runtime import BodyLimit, HttpMetrics, InferencePool, RequestContext
@@ -85,13 +85,16 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
                 log.exception("recording refused authentications failed")
             faceledger.close()
 
-    app = FastAPI(title="faceledger", version=__version__, lifespan=lifespan, description=DESCRIPTION)
+    # docs_url/redoc_url off: FastAPI's own pages load Swagger UI and ReDoc from a CDN; ``docs`` serves them offline
+    app = FastAPI(title="faceledger", version=__version__, lifespan=lifespan, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
     app.state.faceledger, app.state.pool, app.state.settings = faceledger, pool, settings
     app.state.auth_guard = guard
     app.state.engine = faceledger.engine  # `faceledger serve` loads it before listening
     app.add_middleware(BodyLimit)  # every body counted as it arrives (routes with images allow more)
     app.add_middleware(RequestContext, metrics=http_metrics)
     errors.install(app)
+    docs.install(app)
     for router in ROUTERS:
         app.include_router(router)
     return app

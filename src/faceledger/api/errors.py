@@ -57,9 +57,23 @@ def responses(*statuses: int) -> dict[int, dict]:
 AUTH_ERRORS = responses(401, 403, 422, 429, 503)
 
 
+# MANY_FACES asks the caller to say which face: how to say it, in each front end
+CHOOSE_WITH = {"http": "face (face_a / face_b for compare)", "cli": "--face (--face-a / --face-b for compare)",
+               "python": "face= (face_a= / face_b= for compare)"}
+
+
+def with_hint(code: str, message: str, details: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The message and details of an error answer; MANY_FACES names the field that chooses a face."""
+    if code != "MANY_FACES":
+        return message, details
+    return (f"{message}; choose with the field {CHOOSE_WITH['http']}",
+            {**details, "choose_with": details.get("choose_with", CHOOSE_WITH)})
+
+
 async def faceledger_error(_: Request, exc: FaceledgerError) -> JSONResponse:
     status = status_of(exc.code)
-    response = error_response(status, exc.code, exc.message, exc.details)
+    message, details = with_hint(exc.code, exc.message, exc.details)
+    response = error_response(status, exc.code, message, details)
     if status == 429 and "retry_after_s" in exc.details:
         response.headers["Retry-After"] = str(max(1, round(exc.details["retry_after_s"])))
     return response

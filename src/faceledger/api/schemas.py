@@ -69,7 +69,8 @@ class Health(BaseModel):
     status: str
     version: str
     profile: str
-    model_id: str | None = None
+    model_id: str | None = Field(None, description="The id of the templates the running model makes (from the "
+                                 "model files' hashes; null only when a model file cannot be read).")
 
 
 # ---------------------------------------------------------------- inputs
@@ -166,12 +167,20 @@ class SubjectCreate(BaseModel):
     consent: ConsentIn | None = None
 
 
-class SubjectOut(BaseModel):
+class SubjectSummary(BaseModel):
+    """A subject in a listing: its faces are counted, not listed (``GET .../subjects/{subject_id}`` lists them)."""
+
     subject_id: str
     display_name: str | None
     metadata: dict[str, Any]
     consent: ConsentOut | None
     created_at: str | None
+    face_count: int = Field(description="How many faces the subject has enrolled.")
+
+
+class SubjectOut(SubjectSummary):
+    """A subject's details: its faces (never templates)."""
+
     faces: list[EnrolledFace]
 
 
@@ -226,6 +235,8 @@ class CompareBody(BaseModel):
     image_a: str
     image_b: str
     fmr: float = Field(1e-4, gt=0, lt=1, description="Target false-match rate of the decision.")
+    face_a: int | None = Field(None, ge=0, description="Which face of image_a when it has several (0 = largest).")
+    face_b: int | None = Field(None, ge=0, description="Which face of image_b when it has several (0 = largest).")
     reference: str | None = REFERENCE
 
 
@@ -252,7 +263,7 @@ class VerifyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str
     fmr: float | None = Field(None, gt=0, lt=1)
-    face: int | None = Field(None, ge=0)
+    face: int | None = Field(None, ge=0, description="Which face when the image has several (0 = largest).")
     reference: str | None = REFERENCE
 
 

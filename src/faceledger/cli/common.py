@@ -51,9 +51,16 @@ def out(data) -> None:
 
 
 def fail(exc: FaceledgerError) -> NoReturn:
-    """A refusal or failure: its JSON on stdout, a red line on stderr, exit code 2."""
-    print(json.dumps({"error": exc.to_dict()}, indent=1), file=sys.stdout)
-    console.print(f"[red]error[/red] {exc.code}: {exc.message}")
+    """A refusal or failure: its JSON on stdout, a red line on stderr, exit code 2. MANY_FACES names the
+    option that chooses a face."""
+    error = exc.to_dict()
+    if exc.code == "MANY_FACES":
+        choose_with = {"http": "face (face_a / face_b for compare)", "cli": "--face (--face-a / --face-b for compare)",
+                       "python": "face= (face_a= / face_b= for compare)"}
+        error["message"] = f"{exc.message}; choose with {choose_with['cli']}"
+        error["details"] = {**exc.details, "choose_with": exc.details.get("choose_with", choose_with)}
+    print(json.dumps({"error": error}, indent=1), file=sys.stdout)
+    console.print(f"[red]error[/red] {exc.code}: {error['message']}")
     raise typer.Exit(2)
 
 

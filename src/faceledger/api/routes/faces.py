@@ -25,9 +25,10 @@ async def detect(request: Request, token: Token):
 @router.post("/v1/compare", response_model=S.CompareResponse, responses=AUTH_ERRORS | responses(409, 413, 415),
              openapi_extra=openapi_body(S.CompareBody))
 async def compare_images(request: Request, token: Token):
-    """Compare the faces of two images (1:1): similarity, calibrated FMR, decision at `fmr`. Scope: verify."""
+    """Compare the faces of two images (1:1): similarity, calibrated FMR, decision at `fmr`. An image with several
+    faces needs `face_a` / `face_b` to say which (0 = largest). Scope: verify."""
     async with operation(request, token, "compare") as op:
         params, images = await op.body(S.CompareBody)
         result = await op.run(op.faceledger.compare, op.actor, images["image_a"], images["image_b"],
-                              target_fmr=params.fmr)
+                              target_fmr=params.fmr, face_a=params.face_a, face_b=params.face_b)
     return {"model_id": op.faceledger.engine.model_id, **result.to_dict()}

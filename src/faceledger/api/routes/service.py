@@ -4,6 +4,7 @@ the metrics token)."""
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,13 +13,28 @@ from faceledger import __version__
 from faceledger.api import schemas as S
 from faceledger.api.deps import Pool, Service, Token, authenticate, in_thread, settings_of
 from faceledger.api.errors import responses
+from faceledger.errors import FaceledgerError
+
+if TYPE_CHECKING:
+    from faceledger.pipeline.engine import FaceEngine
 
 router = APIRouter(tags=["service"])
 
 
+def model_id_or_none(engine: FaceEngine) -> str | None:
+    """The engine's model id, from the model files' hashes (cached by file and mtime): no model is loaded. None
+    when a model file cannot be read (readiness names the file)."""
+    try:
+        return engine.model_id
+    except FaceledgerError:
+        return None
+
+
 @router.get("/v1/health", response_model=S.Health)
 async def health(faceledger: Service) -> S.Health:
-    return S.Health(status="ok", version=__version__, profile=faceledger.engine.profile.name)
+    """Alive: the version, the model profile and its model id (no model is loaded to tell it). Needs no key."""
+    model_id = await in_thread(model_id_or_none, faceledger.engine)
+    return S.Health(status="ok", version=__version__, profile=faceledger.engine.profile.name, model_id=model_id)
 
 
 @router.get("/v1/ready", response_model=S.Health, responses=responses(500, 503, 507))

@@ -29,13 +29,15 @@ async def create_subject(collection: str, request: Request, token: Token):
     return info.to_dict()
 
 
-@router.get("/v1/collections/{collection}/subjects", response_model=list[S.SubjectOut],
+@router.get("/v1/collections/{collection}/subjects", response_model=list[S.SubjectSummary],
             responses=AUTH_ERRORS | responses(404))
 async def list_subjects(collection: str, caller: Caller, faceledger: Service,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                         offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
+    """A page of the collection's subjects with how many faces each has (their faces: one subject's details).
+    Scope: enroll."""
     subjects = await in_thread(faceledger.list_subjects, caller, collection, limit=limit, offset=offset)
-    return [s.to_dict() for s in subjects]
+    return [s.to_dict(summary=True) for s in subjects]
 
 
 @router.get("/v1/collections/{collection}/subjects/{subject_id}", response_model=S.SubjectOut,
