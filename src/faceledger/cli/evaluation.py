@@ -141,23 +141,27 @@ def eval_calibrate(
 def report(
     profile: ProfileOpt = None, data: DataOpt = None,
     fmr: Annotated[str, typer.Option(help="Target FMRs, comma-separated.")] = "1e-3,1e-4",
-    out: Annotated[Optional[Path], typer.Option(help="Folder for index.html and report.json.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder for index.html and report.json (default: HOME/reports/report-PROFILE, -quick added).")] = None,
     workers: WorkersOpt = None,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="A first look in a few minutes: the people of LFW folds 1-3 and 40 UTKFace crops per "
+                        "race x gender cell, labelled QUICK SUBSET in the HTML and JSON (\"quick\": true).")] = False,
 ) -> None:
-    """Accuracy and fairness report: verification, identification, per-group error rates, model card."""
-    from faceledger.evaluation.report import build_report
+    """Accuracy and fairness report: plain-language summary, verification, identification, per-group error rates."""
+    from faceledger.evaluation.report import QUICK_BANNER, build_report
 
     settings = load_settings()
     profile = profile or settings.profile
     data_dir = data_folder(data, settings, "report")
-    out = out or settings.home / "reports" / f"report-{profile}"
-    result = build_report(settings, profile, data_dir, out,
-                          [float(f) for f in fmr.split(",")], workers)
-    gender = result["demographic_differentials"]["gender"]["by_fmr"]
-    first = next(iter(gender))
-    console.print(f"LFW accuracy {100 * result['verification']['accuracy_mean']:.2f}%, TAR@FAR1e-3 "
-                  f"{100 * result['verification']['tar_at_far']['0.001']:.2f}%, gender FMR max/min ratio at FMR "
-                  f"{first}: {gender[first]['fmr_max_min_ratio']}")
+    # a quick report never replaces the full one (the service serves HOME/reports/report-PROFILE/report.json)
+    out = out or settings.home / "reports" / (f"report-{profile}" + ("-quick" if quick else ""))
+    result = build_report(settings, profile, data_dir, out, [float(f) for f in fmr.split(",")], workers, quick=quick)
+    if quick:
+        console.print(f"[bold yellow]{QUICK_BANNER}[/bold yellow]")
+    for sentence in result["summary"]["sentences"]:
+        if sentence["topic"] != "quick" and "not conclusive" not in sentence["topic"]:
+            console.print(sentence["text"], soft_wrap=True)
     console.print(f"wrote {out / 'index.html'} and {out / 'report.json'}")
 
 

@@ -41,10 +41,13 @@ def rate(errors: int, trials: int) -> dict:
 
 def group_rates(templates: np.ndarray, identities: list[str], groups: list[str | None],
                 thresholds: dict[float, float], sample: int = 200_000, seed: int = 0) -> dict:
-    """FMR and FNMR per group at each global threshold, and impostor score samples.
+    """FMR and FNMR per group at each global threshold, group-calibrated thresholds, impostor score samples.
 
     Impostor pairs are counted within a group (both images in it) and across groups;
-    genuine pairs within a group. Each unordered pair of images is counted once.
+    genuine pairs within a group. Each unordered pair of images is counted once. The
+    group-calibrated threshold of a target FMR comes from every within-group impostor pair
+    (its highest scores are kept), and only where the target expects ``MIN_ERRORS`` false
+    matches among them.
     """
     ids = np.unique(np.array(identities), return_inverse=True)[1]
     names = sorted({g for g in groups if g})
@@ -60,6 +63,9 @@ def group_rates(templates: np.ndarray, identities: list[str], groups: list[str |
     across_sample: list[np.ndarray] = []
     labelled = np.nonzero(gidx >= 0)[0]
     T, I, G = templates[labelled], ids[labelled], gidx[labelled]
+    sizes = np.bincount(G, minlength=k)
+    # the highest within-group impostor scores: enough for the largest target FMR on every pair of the group
+    top = [_Top(int(max(levels, default=0) * s * (s - 1) / 2) + 1) for s in sizes]
     total_pairs = len(labelled) * (len(labelled) - 1) / 2
     keep_p = min(1.0, sample * 4 / max(total_pairs, 1))
     block = 1024
@@ -81,8 +87,11 @@ def group_rates(templates: np.ndarray, identities: list[str], groups: list[str |
             imp_err[f] += np.bincount(pair_code[imp & hit], minlength=k * k).reshape(k, k)
             gen_err[f] += np.bincount(gi[gen & ~hit], minlength=k)
         pick = imp & (rng.random(sims.shape) < keep_p)
+        within = imp & (gi == gj)
         for g in range(k):
-            within_sample[names[g]].append(sims[pick & (gi == g) & (gj == g)])
+            mine = within & (gi == g)
+            within_sample[names[g]].append(sims[pick & mine])
+            top[g].add(sims[mine & (sims >= top[g].floor)])
         across_sample.append(sims[pick & (gi != gj)])
     imp_n = imp_n + imp_n.T - np.diag(np.diag(imp_n))  # (a,b) and (b,a) are the same cross-group pairs
     out = {"groups": names, "by_fmr": {}}
@@ -94,13 +103,41 @@ def group_rates(templates: np.ndarray, identities: list[str], groups: list[str |
             fnmr = rate(gen_err[f][g], gen_n[g])
             cross_n = imp_n[g].sum() - imp_n[g, g]
             cross_e = e[g].sum() - e[g, g]
-            per[name] = {"fmr": {**fmr, "conclusive": bool(imp_n[g, g] * f >= MIN_ERRORS)},
+            per[name] = {"fmr": {**fmr, "conclusive": bool(imp_n[g, g] * f >= MIN_ERRORS),
+                                 "expected_false_matches": float(imp_n[g, g] * f)},
                          "fnmr": {**fnmr, "conclusive": bool(gen_n[g] >= MIN_GENUINE)},
-                         "fmr_across_groups": rate(cross_e, cross_n)}
+                         "fmr_across_groups": rate(cross_e, cross_n),
+                         "group_calibrated_threshold": top[g].threshold(f, int(imp_n[g, g]))}
         out["by_fmr"][f"{f:g}"] = {"threshold": thresholds[f], "groups": per, **ratios(per)}
     out["impostor_samples"] = {**{f"within {g}": np.concatenate(v) for g, v in within_sample.items()},
                                "across groups": np.concatenate(across_sample)}
     return out
+
+
+class _Top:
+    """The ``keep`` highest scores offered so far."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.scores = np.empty(0, np.float64)
+        self.floor = -np.inf  # scores below this cannot enter any more
+
+    def add(self, scores: np.ndarray) -> None:
+        scores = np.concatenate([self.scores, np.asarray(scores, np.float64)])
+        if len(scores) > self.keep:
+            scores = scores[np.argpartition(scores, len(scores) - self.keep)[len(scores) - self.keep:]]
+            self.floor = float(scores.min())
+        self.scores = scores
+
+    def threshold(self, fmr: float, pairs: int) -> float | None:
+        """As ``threshold_at_fmr`` on all ``pairs`` scores; None where the target expects < MIN_ERRORS matches."""
+        if pairs * fmr < MIN_ERRORS:
+            return None
+        allowed = int(np.floor(fmr * pairs))
+        ranked = np.sort(self.scores)[::-1]
+        if allowed >= len(ranked):  # cannot happen while keep >= fmr * pairs + 1
+            return None
+        return float(np.nextafter(ranked[allowed], np.inf))
 
 
 def ratios(per: dict) -> dict:
@@ -110,10 +147,3 @@ def ratios(per: dict) -> dict:
         values = [v[key]["rate"] for v in per.values() if v[key]["conclusive"] and v[key]["rate"]]
         out[f"{key}_max_min_ratio"] = (max(values) / min(values)) if len(values) >= 2 else None
     return out
-
-
-def per_group_thresholds(samples: dict[str, np.ndarray], fmr: float) -> dict[str, float]:
-    """What a group-calibrated threshold would be (from within-group impostor samples)."""
-    from faceledger.evaluation.metrics import threshold_at_fmr
-
-    return {g: threshold_at_fmr(s, fmr) for g, s in samples.items() if len(s) * fmr >= MIN_ERRORS}

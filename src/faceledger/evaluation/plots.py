@@ -1,13 +1,15 @@
-"""ROC and DET curves as a PNG."""
+"""The report's plots as PNG: ROC and DET curves, FNIR against FPIR, rates per group, impostor scores."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from faceledger.evaluation.metrics import error_curve  # noqa: E402
@@ -54,20 +56,62 @@ def fnir_fpir_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, 
     return path
 
 
-def group_bars_png(rows: dict[str, dict], path: Path, title: str, ylabel: str) -> Path:
-    """Rates per group with 95% intervals; ``rows``: group -> {"rate", "ci95", "conclusive"}."""
-    names = list(rows)
-    values = np.array([rows[n]["rate"] or 0 for n in names], float)
-    ci = np.array([rows[n]["ci95"] or [0, 0] for n in names], float)
-    err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) + 2), 4))
-    colours = ["tab:blue" if rows[n].get("conclusive", True) else "tab:grey" for n in names]
-    ax.bar(names, values, yerr=err, capsize=4, color=colours)
-    ax.set(title=title, ylabel=ylabel)
-    ax.grid(True, axis="y", alpha=0.3)
-    if not all(rows[n].get("conclusive", True) for n in names):
-        ax.text(0.99, 0.97, "grey: too little data to conclude", transform=ax.transAxes, ha="right", va="top",
-                fontsize=8)
+def group_bars_png(rows: dict[str, dict], path: Path, title: str, ylabel: str, *, unit: str = "%",
+                   count: str = "images", target: float | None = None) -> Path:
+    """Rates per group; ``rows``: group -> {"rate", "ci95", "trials", "conclusive"}; ``target``: a dashed line.
+
+    Conclusive groups are drawn with their 95% intervals, on a log axis where their rates span
+    more than a decade. Groups with too little data to conclude stand apart in a panel of their
+    own on the right, grey and hatched, without whiskers and on their own scale, so that a
+    noisy figure from a handful of pairs neither dwarfs nor squeezes the conclusive ones. Each
+    bar carries its rounded value and the group's count.
+    """
+    conclusive = [n for n in rows if rows[n].get("conclusive", True) and rows[n]["rate"] is not None]
+    loose = [n for n in rows if n not in conclusive]
+    panels = [p for p in (conclusive, loose) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 1.1 * len(rows) + 3), 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [max(len(p), 1.5) for p in panels]})
+    for ax, names in zip(axes[0], panels):
+        solid = names is conclusive
+        x = np.arange(len(names))
+        values = np.array([rows[n]["rate"] or 0.0 for n in names], float)
+        ci = np.array([rows[n]["ci95"] or [v, v] for n, v in zip(names, values)], float)
+        tops = np.append(ci[:, 1] if solid else values, target or 0)
+        positive = values[values > 0]
+        log = solid and len(positive) >= 2 and positive.max() / positive.min() > 10
+        floor = positive.min() / 3 if log else 0.0
+        heights = np.maximum(values, floor) - floor
+        if solid:
+            err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
+            if log:  # a lower bound under the floor stops at the bottom of the log axis
+                err[0] = np.minimum(err[0], np.maximum(values - floor, 0))
+            ax.bar(x, heights, bottom=floor, yerr=err, capsize=4, color="tab:blue")
+            ax.set_title("95% intervals shown", fontsize=9)
+        else:
+            ax.bar(x, heights, bottom=floor, color="lightgrey", edgecolor="grey", hatch="//")
+            ax.set_title("not conclusive: too little data\n(own scale, no intervals)", fontsize=9, color="dimgrey")
+            ax.tick_params(axis="y", colors="grey")
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(floor, tops.max() * 3)
+        else:
+            ax.set_ylim(0, (tops.max() or (1e-3 if unit == "%" else 1e-5)) * 1.25)
+        ax.set_xlim(-0.7, len(names) - 0.3)
+        if target:
+            ax.axhline(target, color="tab:red", linestyle="--", linewidth=1)
+            ax.annotate(f"target {rate_label(target, unit)}", (ax.get_xlim()[0], target), xytext=(2, 2),
+                        textcoords="offset points", fontsize=7, color="tab:red")
+        for xi, n, v, t in zip(x, names, values, tops):
+            ax.annotate(rate_label(rows[n]["rate"], unit), (xi, max(t, floor) if log else t), ha="center",
+                        va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8,
+                        color="black" if solid else "dimgrey")
+        ax.set_xticks(x, [f"{n}\n({_count(rows[n].get('trials'))} {count})" for n in names], fontsize=8)
+        if not log:
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: rate_label(v, unit)))
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        if solid or len(panels) == 1:
+            ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+    fig.suptitle(textwrap.fill(title, max(40, int(fig.get_figwidth() * 11))), fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -75,12 +119,46 @@ def group_bars_png(rows: dict[str, dict], path: Path, title: str, ylabel: str) -
     return path
 
 
+def rate_label(value: float | None, unit: str = "%") -> str:
+    """A rate rounded for a plot: two significant digits, as a percentage or in scientific notation."""
+    if value is None:
+        return "n/a"
+    if value == 0:
+        return "0"
+    if unit == "%":
+        return f"{float(f'{100 * value:.2g}'):g}%"
+    return f"{value:.1e}".replace("e-0", "e-")
+
+
+def _count(n) -> str:
+    if n is None:
+        return "?"
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{float(f'{n / size:.2g}'):g}{suffix}"
+    return str(int(n))
+
+
+FEW_SCORES = 10_000  # below this many sampled scores a histogram is noisy: drawn faint
+TOO_FEW_SCORES = 200  # below this, not drawn at all
+
+
 def score_histograms_png(samples: dict[str, np.ndarray], thresholds: dict[str, float], path: Path,
                          title: str) -> Path:
+    """Impostor score densities (log axis); groups with few sampled pairs are drawn faint, as noisy."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    left_out = []
     for label, s in samples.items():
-        if len(s):
+        if len(s) >= FEW_SCORES:
             ax.hist(s, bins=120, density=True, histtype="step", label=f"{label} (n={len(s):,})")
+        elif len(s) >= TOO_FEW_SCORES:
+            ax.hist(s, bins=40, density=True, histtype="step", linestyle=":", color="grey", alpha=0.6,
+                    label=f"{label} (n={len(s):,}: few, noisy)")
+        else:
+            left_out.append(f"{label.removeprefix('within ')} ({len(s)})")
+    if left_out:
+        ax.text(0.01, 0.98, textwrap.fill(f"not drawn, under {TOO_FEW_SCORES} sampled pairs: " + ", ".join(left_out),
+                                          60), transform=ax.transAxes, fontsize=7, va="top", color="dimgrey")
     for label, t in thresholds.items():
         ax.axvline(t, linestyle=":", color="black", linewidth=1)
         ax.text(t, ax.get_ylim()[1] * 0.95, f" {label}", fontsize=8, rotation=90, va="top")
