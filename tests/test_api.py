@@ -95,6 +95,8 @@ def test_serve_starts_and_answers(service):
     assert http.get("/metrics").status_code == 401  # not public
     assert service["app"].http.get("/metrics").status_code == 403
     assert "faceledger_requests_total" in service["admin"].http.get("/metrics").text
+    log = (service["home"] / "server.log").read_text()  # faceledger's own log lines reach the server log
+    assert "faceledger.api: gallery index check" in log and "fuzz/" in log  # keyed by tenant/collection
 
 
 def test_end_to_end_client_flow(service, people):

@@ -73,7 +73,8 @@ def collections_delete(name: str, yes: Annotated[bool, typer.Option("--yes", hel
 def subjects_list(collection: str, limit: int = 100, offset: int = 0, tenant: TenantOpt = "default") -> None:
     """List a collection's subjects."""
     with open_service() as service:
-        out([s.to_dict() for s in service.list_subjects(local_actor(tenant), collection, limit=limit, offset=offset)])
+        out([s.to_dict(summary=True) for s in service.list_subjects(local_actor(tenant), collection, limit=limit,
+                                                                    offset=offset)])
 
 
 @subjects_app.command("show")

@@ -67,11 +67,16 @@ class SubjectInfo:
     metadata: dict
     consent: dict | None
     created_at: str | None
-    faces: list[FaceInfo] = field(default_factory=list)
+    faces: list[FaceInfo] = field(default_factory=list)  # the faces, on request (a subject's details)
+    face_count: int = 0  # how many faces the subject has enrolled (always filled)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, summary: bool = False) -> dict:
+        """The subject; ``summary`` leaves the faces out (listings), keeping their count."""
         d = asdict(self)
-        d["faces"] = [f.to_dict() for f in self.faces]
+        if summary:
+            del d["faces"]
+        else:
+            d["faces"] = [f.to_dict() for f in self.faces]
         return d
 
 

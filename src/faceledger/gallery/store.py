@@ -246,7 +246,7 @@ class SqlStore:
                           for f in rows]
             s.commit()  # acknowledged from here on: durable (WAL, synchronous=FULL)
         return (SubjectInfo(info.subject_id, info.display_name, info.metadata, info.consent, info.created_at,
-                            face_infos), new_ids, new_vectors)
+                            face_infos, info.face_count), new_ids, new_vectors)
 
     def insert_templates(self, cid: int, subject_ids: Sequence[str], templates: np.ndarray,
                          image_hashes: Sequence[str], *, model_id: str) -> np.ndarray:
@@ -391,8 +391,11 @@ class SqlStore:
         if faces:
             rows = s.scalars(select(Face).where(Face.subject_id == subject.id).order_by(Face.id)).all()
             face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), True) for f in rows]
+            count = len(face_infos)
+        else:
+            count = s.scalar(select(func.count()).select_from(Face).where(Face.subject_id == subject.id)) or 0
         return SubjectInfo(subject.external_id, subject.display_name, dict(subject.meta or {}), consent,
-                           iso(subject.created_at), face_infos)
+                           iso(subject.created_at), face_infos, count)
 
 
 def _ref(c: Collection) -> CollectionRef:
