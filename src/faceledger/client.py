@@ -217,10 +217,12 @@ class Client:
                           data=_form(fmr=fmr, face_a=face_a, face_b=face_b, reference=reference))
 
     # ------------------------------------------------------------ collections
-    def create_collection(self, name: str, *, target_fmr: float | None = None, require_consent: bool | None = None,
-                          store_crops: bool | None = None, retention_days: int | None = None) -> Json:
-        """``POST /v1/collections`` (admin)."""
-        options = {"target_fmr": target_fmr, "require_consent": require_consent, "store_crops": store_crops,
+    def create_collection(self, name: str, *, target_fpir: float | None = None, target_fmr: float | None = None,
+                          require_consent: bool | None = None, store_crops: bool | None = None,
+                          retention_days: int | None = None) -> Json:
+        """``POST /v1/collections`` (admin): ``target_fpir`` for 1:N searches, ``target_fmr`` for 1:1 claims."""
+        options = {"target_fpir": target_fpir, "target_fmr": target_fmr, "require_consent": require_consent,
+                   "store_crops": store_crops,
                    "retention_days": retention_days}
         return self._call("POST", "/v1/collections",
                           json={"name": name, **{k: v for k, v in options.items() if v is not None}})
@@ -281,11 +283,12 @@ class Client:
                           f"/v1/collections/{_seg(collection)}/subjects/{_seg(subject_id)}/faces/{int(face_id)}")
 
     # ------------------------------------------------------------ search
-    def identify(self, collection: str, image: ImageArg, *, top_k: int = 5, fmr: float | None = None,
+    def identify(self, collection: str, image: ImageArg, *, top_k: int = 5, fpir: float | None = None,
                  reference: str | None = None) -> Json:
-        """``POST /v1/collections/{collection}/identify``: 1:N for every face, with an open-set decision."""
+        """``POST /v1/collections/{collection}/identify``: 1:N for every face, with an open-set decision (match,
+        review or unknown) at the collection's target FPIR, or ``fpir`` for this search."""
         return self._call("POST", f"/v1/collections/{_seg(collection)}/identify", files={"image": _content(image)},
-                          data=_form(top_k=top_k, fmr=fmr, reference=reference))
+                          data=_form(top_k=top_k, fpir=fpir, reference=reference))
 
     def verify(self, collection: str, subject_id: str, image: ImageArg, *, fmr: float | None = None,
                face: int | None = None, reference: str | None = None) -> Json:

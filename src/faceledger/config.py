@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     ivf_threshold: int = Field(200_000, ge=1, description="Collections this large use an IVF index, smaller ones exact search.")
     ivf_probe_fraction: float = Field(0.125, gt=0, le=1, description="Share of IVF lists searched per query (recall vs speed, see benchmarks).")
 
+    # open-set policy (1:N searches)
+    default_target_fpir: float = Field(1e-3, gt=0, le=0.5, description="Target FPIR of new collections: the chance that a search for someone not enrolled returns a match, at any gallery size.")
+    match_margin: float = Field(0.0, ge=0, le=1, description="A match needs the top subject this far (similarity) ahead of the second (measured by `faceledger eval open-set`).")
+
     # service
     host: str = Field("127.0.0.1", description="Address `faceledger serve` listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port `faceledger serve` listens on.")

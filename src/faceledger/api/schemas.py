@@ -54,6 +54,10 @@ class Decision(BaseModel):
     fmr_is_upper_bound: bool
     target_fmr: float | None
     threshold: float | None
+    threshold_basis: Literal["measured", "extrapolated"] | None = Field(
+        None, description="Whether the threshold's FMR is measured on impostor pairs or extrapolated from their tail.")
+    faces_compared: int = Field(1, description="Comparisons behind the decision: a claim takes the best of the "
+                                "subject's faces, and its threshold is set so that the claim's FMR is the target.")
     match: bool | None
 
 
@@ -131,7 +135,11 @@ class ConsentOut(BaseModel):
 class CollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    target_fmr: float = Field(1e-4, gt=0, lt=1, description="Open-set match threshold, as a false-match rate.")
+    target_fmr: float = Field(1e-4, gt=0, lt=1, description="1:1 verification against a claimed subject: the "
+                              "false-match rate of a claim.")
+    target_fpir: float | None = Field(None, gt=0, le=0.5, description="1:N searches: the chance that a search for "
+                                      "someone not enrolled returns a match, kept at any gallery size (default: "
+                                      "the deployment's, 0.001).")
     require_consent: bool = True
     store_crops: bool = False
     retention_days: int | None = Field(None, ge=1, le=36500)
@@ -142,6 +150,7 @@ class CollectionOut(BaseModel):
     tenant: str
     model_id: str
     target_fmr: float
+    target_fpir: float
     require_consent: bool
     store_crops: bool
     retention_days: int | None
@@ -199,9 +208,14 @@ class CandidateOut(BaseModel):
     subject_id: str
     display_name: str | None
     similarity: float
-    fmr: float
+    fmr: float = Field(description="Per comparison: the share of impostor pairs scoring at least this high.")
+    fmr_basis: Literal["measured", "extrapolated", "bound"] = Field(
+        description="measured on impostor pairs, extrapolated from their tail, or a bound (at most).")
     fmr_is_upper_bound: bool
-    match: bool | None = Field(description="Above the threshold; null when the tenant requires human review.")
+    fpir: float = Field(description="For this gallery's size: the share of searches for someone not enrolled in "
+                        "which somebody scores at least this high (at most, with the calibration's confidence).")
+    match: bool | None = Field(description="The matched subject (only the top candidate of a match); null when the "
+                               "tenant requires human review.")
 
 
 class ProbeOut(BaseModel):
@@ -215,8 +229,20 @@ class ProbeOut(BaseModel):
 class IdentifyResponse(BaseModel):
     collection: str
     model_id: str
-    target_fmr: float
-    threshold: float
+    target_fpir: float = Field(description="The open-set policy: chance that a search for someone not enrolled "
+                               "returns a match.")
+    gallery_faces: int = Field(description="Faces searched (every face of every subject); thresholds follow it.")
+    supported: bool = Field(description="False when the calibration cannot support the target at this gallery size "
+                            "with stated confidence: then nothing is called a match (review at most).")
+    threshold: float | None = Field(description="Match threshold (similarity) for the target at this size.")
+    threshold_fmr: float | None = Field(description="Per-comparison FMR at the threshold.")
+    basis: Literal["measured", "extrapolated"] | None = Field(
+        description="Whether the threshold's FMR is measured on impostor pairs or extrapolated from their tail.")
+    fpir_upper: float | None = Field(description="FPIR at the threshold for this size, upper confidence bound.")
+    confidence: float
+    review_threshold: float = Field(description="Scores from here up to the match rule are a possible match: review.")
+    margin: float = Field(description="A match is at least this far ahead of the second subject.")
+    human_review: bool = Field(description="The tenant requires a person to decide: every decision is review.")
     faces: list[ProbeOut]
 
 
@@ -255,14 +281,15 @@ class IdentifyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str
     top_k: int = Field(5, ge=1, le=100)
-    fmr: float | None = Field(None, gt=0, lt=1, description="Target FMR (default: the collection's).")
+    fpir: float | None = Field(None, gt=0, le=0.5, description="Target FPIR of this search (default: the "
+                               "collection's).")
     reference: str | None = REFERENCE
 
 
 class VerifyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str
-    fmr: float | None = Field(None, gt=0, lt=1)
+    fmr: float | None = Field(None, gt=0, lt=1, description="Target FMR of the claim (default: the collection's).")
     face: int | None = Field(None, ge=0, description="Which face when the image has several (0 = largest).")
     reference: str | None = REFERENCE
 

@@ -31,14 +31,19 @@ ConsentBasis = Annotated[Optional[str], typer.Option(
     "--consent", help="Legal basis of the consent record, e.g. explicit-consent, contract, legal-obligation.")]
 ConsentRef = Annotated[Optional[str], typer.Option("--consent-ref", help="Reference of the signed consent.")]
 ConsentExpires = Annotated[Optional[dt.datetime], typer.Option("--consent-expires", help="When the consent ends.")]
-TargetFmr = Annotated[Optional[float], typer.Option("--fmr", help="Target FMR (default: the collection's).")]
+TargetFmr = Annotated[Optional[float], typer.Option("--fmr", help="Target FMR of the claim (default: the collection's).")]
+TargetFpir = Annotated[Optional[float], typer.Option(
+    "--fpir", help="Target FPIR of this search (default: the collection's).")]
 
 
 # ---------------------------------------------------------------- collections
 @collections_app.command("create")
 def collections_create(
     name: str,
-    target_fmr: Annotated[float, typer.Option(help="Open-set match threshold, as a false-match rate.")] = 1e-4,
+    target_fpir: Annotated[Optional[float], typer.Option(
+        help="1:N policy: the chance that a search for someone not enrolled returns a match, kept at any gallery "
+             "size (default: the deployment's, 0.001).")] = None,
+    target_fmr: Annotated[float, typer.Option(help="1:1 verification: the false-match rate of a claim.")] = 1e-4,
     no_consent: Annotated[bool, typer.Option("--no-consent-required", help="Allow enrolment without consent.")] = False,
     store_crops: Annotated[bool, typer.Option(help="Keep aligned face crops (off: no images stored).")] = False,
     retention_days: Annotated[Optional[int], typer.Option(help="Erase subjects this many days after enrolment.")] = None,
@@ -47,7 +52,8 @@ def collections_create(
 ) -> None:
     """Create a collection."""
     with open_service(profile) as service:
-        out(service.create_collection(local_actor(tenant), name, target_fmr=target_fmr, require_consent=not no_consent,
+        out(service.create_collection(local_actor(tenant), name, target_fmr=target_fmr, target_fpir=target_fpir,
+                                      require_consent=not no_consent,
                                       store_crops=store_crops, retention_days=retention_days).to_dict())
 
 
@@ -124,14 +130,14 @@ def _metadata(items: list[str] | None) -> dict | None:
 def identify(
     collection: str, image: Path,
     top_k: Annotated[int, typer.Option(help="Candidates per face.")] = 5,
-    fmr: TargetFmr = None,
+    fpir: TargetFpir = None,
     reference: ReferenceOpt = None,
     tenant: TenantOpt = "default",
 ) -> None:
-    """Identify every face of an image in a collection (1:N, open-set)."""
+    """Identify every face of an image in a collection (1:N, open-set): match, review or unknown per face."""
     with open_service() as service:
         out(service.identify(local_actor(tenant, reference), collection, image, top_k=top_k,
-                             target_fmr=fmr).to_dict())
+                             target_fpir=fpir).to_dict())
 
 
 def verify(

@@ -23,9 +23,11 @@ from faceledger.gallery.schema import utcnow
 from faceledger.gallery.store import SqlStore
 from faceledger.imaging import ImageInput
 from faceledger.matching.calibration import Calibration, load_calibration
+from faceledger.matching.openset import OpenSetPolicy
 from faceledger.pipeline.engine import FaceEngine
 from faceledger.vectors import open_vector_store
 
+MAX_TARGET_FPIR = 0.5
 Ranked = list[tuple[str, str | None, float]]  # (subject id, display name, best similarity), best first
 
 
@@ -78,11 +80,16 @@ class Gallery:
 
     # ------------------------------------------------------------------ collections
     def create_collection(self, name: str, *, tenant: str = "default", target_fmr: float = 1e-4,
-                          require_consent: bool = True, store_crops: bool = False,
+                          target_fpir: float | None = None, require_consent: bool = True, store_crops: bool = False,
                           retention_days: int | None = None) -> CollectionInfo:
         check_name(name, "collection name", 128)
+        target_fpir = self.settings.default_target_fpir if target_fpir is None else target_fpir
+        if not 0 < target_fpir <= MAX_TARGET_FPIR:
+            raise InvalidArgument(f"target_fpir is a probability in (0, {MAX_TARGET_FPIR}]", target_fpir=target_fpir)
         self.calibration.threshold(target_fmr)  # refuses an FMR the calibration cannot support
+        self.calibration.threshold(target_fpir)  # and an FPIR it could not support even for one face
         return self.store.create_collection(tenant, name, model_id=self.engine.model_id, target_fmr=target_fmr,
+                                            target_fpir=target_fpir,
                                             require_consent=require_consent, store_crops=store_crops,
                                             retention_days=retention_days)
 
@@ -223,12 +230,17 @@ class Gallery:
         """Top-k (subject id, name, best similarity) per template, for evaluation and batch work."""
         return self.search(self.collection(collection, tenant, for_search=True), templates, top_k)
 
-    def best_score(self, c: CollectionRef, subject_id: str, template: np.ndarray) -> float:
-        """1:1 against a claimed subject: the probe against the subject's best-matching face."""
+    def open_set_policy(self, c: CollectionRef, target_fpir: float | None = None) -> OpenSetPolicy:
+        """The collection's open-set thresholds for its size now (every face of every subject is searched)."""
+        return OpenSetPolicy.derive(self.calibration, c.target_fpir if target_fpir is None else target_fpir,
+                                    self.store.face_count(c.id), margin=self.settings.match_margin)
+
+    def best_score(self, c: CollectionRef, subject_id: str, template: np.ndarray) -> tuple[float, int]:
+        """1:1 against a claimed subject: (the probe against the subject's best-matching face, faces compared)."""
         templates = self.store.subject_templates(c, subject_id)
         if not templates:
             raise NotFound(f"subject '{subject_id}' has no enrolled face", subject_id=subject_id)
-        return float(np.max(np.stack(templates) @ template))
+        return float(np.max(np.stack(templates) @ template)), len(templates)
 
     # ------------------------------------------------------------------ upkeep
     def retention_due(self, now: dt.datetime) -> list[tuple[str, str, str, str]]:

@@ -35,7 +35,8 @@ class CollectionInfo:
     name: str
     tenant: str
     model_id: str
-    target_fmr: float
+    target_fmr: float  # 1:1: verify against a claimed subject
+    target_fpir: float  # 1:N: the chance that a search for someone not enrolled returns a match
     require_consent: bool
     store_crops: bool
     retention_days: int | None
@@ -104,6 +105,7 @@ class CollectionRef:
     name: str
     model_id: str
     target_fmr: float
+    target_fpir: float
     require_consent: bool
     store_crops: bool
     retention_days: int | None

@@ -50,7 +50,8 @@ class Collection(Base):
     tenant: Mapped[str] = mapped_column(String(128), default="default")
     name: Mapped[str] = mapped_column(String(128))
     model_id: Mapped[str] = mapped_column(String(512))
-    target_fmr: Mapped[float] = mapped_column(Float, default=1e-4)
+    target_fmr: Mapped[float] = mapped_column(Float, default=1e-4)  # 1:1 verify against a claimed subject
+    target_fpir: Mapped[float] = mapped_column(Float, default=1e-3)  # 1:N open-set searches
     require_consent: Mapped[bool] = mapped_column(default=True)
     store_crops: Mapped[bool] = mapped_column(default=False)
     retention_days: Mapped[int | None] = mapped_column(default=None)

@@ -92,10 +92,10 @@ class SqlStore:
         return len(faces)
 
     # ------------------------------------------------------------------ collections
-    def create_collection(self, tenant: str, name: str, *, model_id: str, target_fmr: float, require_consent: bool,
-                          store_crops: bool, retention_days: int | None) -> CollectionInfo:
+    def create_collection(self, tenant: str, name: str, *, model_id: str, target_fmr: float, target_fpir: float,
+                          require_consent: bool, store_crops: bool, retention_days: int | None) -> CollectionInfo:
         with self.session() as s:
-            c = Collection(tenant=tenant, name=name, model_id=model_id, target_fmr=target_fmr,
+            c = Collection(tenant=tenant, name=name, model_id=model_id, target_fmr=target_fmr, target_fpir=target_fpir,
                            require_consent=require_consent, store_crops=store_crops, retention_days=retention_days)
             s.add(c)
             try:
@@ -124,6 +124,11 @@ class SqlStore:
         """(id, tenant, name) of every collection, for maintenance reports."""
         with self.session() as s:
             return [tuple(r) for r in s.execute(select(Collection.id, Collection.tenant, Collection.name))]
+
+    def face_count(self, cid: int) -> int:
+        """How many faces a search of the collection compares the probe with (every face of every subject)."""
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == cid)) or 0
 
     def collection_sizes(self) -> list[tuple[int, int, int]]:
         """(collection id, subjects, faces) of every collection: gauges labelled by opaque ids."""
@@ -378,8 +383,8 @@ class SqlStore:
     def _collection_info(s: Session, c: Collection) -> CollectionInfo:
         subjects = s.scalar(select(func.count()).select_from(Subject).where(Subject.collection_id == c.id))
         faces = s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == c.id))
-        return CollectionInfo(c.name, c.tenant, c.model_id, c.target_fmr, c.require_consent, c.store_crops,
-                              c.retention_days, iso(c.created_at), subjects or 0, faces or 0)
+        return CollectionInfo(c.name, c.tenant, c.model_id, c.target_fmr, c.target_fpir, c.require_consent,
+                              c.store_crops, c.retention_days, iso(c.created_at), subjects or 0, faces or 0)
 
     @staticmethod
     def _subject_info(s: Session, subject: Subject, faces: bool = True) -> SubjectInfo:
@@ -399,8 +404,8 @@ class SqlStore:
 
 
 def _ref(c: Collection) -> CollectionRef:
-    return CollectionRef(c.id, c.tenant, c.name, c.model_id, c.target_fmr, c.require_consent, c.store_crops,
-                         c.retention_days)
+    return CollectionRef(c.id, c.tenant, c.name, c.model_id, c.target_fmr, c.target_fpir, c.require_consent,
+                         c.store_crops, c.retention_days)
 
 
 def _consent_columns(consent: Consent | None) -> dict:

@@ -1,4 +1,9 @@
-"""1:1 comparison of templates: cosine similarity, its calibrated FMR, and a decision at a target FMR."""
+"""1:1 comparison of templates: cosine similarity, its calibrated FMR, and a decision at a target FMR.
+
+A claim checked against a subject with k enrolled faces takes the best of k comparisons, which
+multiplies the chances of a false match (about k x FMR): the threshold is then the one for
+``best_of_k_fmr(target, k)``, so the claim's FMR stays at the target whatever k is.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import numpy as np
 
 from faceledger.errors import IncompatibleTemplates
 from faceledger.matching.calibration import Calibration, NotCalibrated
+from faceledger.matching.openset import best_of_k_fmr
 
 
 @dataclass(frozen=True)
@@ -33,23 +39,27 @@ class Comparison:
     target_fmr: float | None
     threshold: float | None
     match: bool | None
+    faces_compared: int = 1  # a claim against a subject: the best of its k faces
+    threshold_basis: str | None = None  # "measured" or "extrapolated" (impostor tail model)
 
     def to_dict(self) -> dict:
         return {"similarity": round(self.similarity, 6), "fmr": self.fmr, "fmr_is_upper_bound": self.fmr_is_upper_bound,
                 "target_fmr": self.target_fmr, "threshold": None if self.threshold is None else round(self.threshold, 6),
-                "match": self.match}
+                "threshold_basis": self.threshold_basis, "faces_compared": self.faces_compared, "match": self.match}
 
 
-def decide(score: float, calibration: Calibration | None, target_fmr: float | None) -> Comparison:
+def decide(score: float, calibration: Calibration | None, target_fmr: float | None, *, k: int = 1) -> Comparison:
+    """The decision on ``score``, the best of ``k`` comparisons, at ``target_fmr`` for the claim as a whole."""
     if calibration is None:
         if target_fmr is not None:
             raise NotCalibrated("this model has no calibration; run `faceledger eval calibrate` first")
-        return Comparison(score, None, False, None, None, None)
+        return Comparison(score, None, False, None, None, None, k)
     fmr, bound = calibration.fmr(score)
     if target_fmr is None:
-        return Comparison(score, fmr, bound, None, None, None)
-    threshold = calibration.threshold(target_fmr)
-    return Comparison(score, fmr, bound, target_fmr, threshold, bool(score >= threshold))
+        return Comparison(score, fmr, bound, None, None, None, k)
+    threshold = calibration.threshold_info(best_of_k_fmr(target_fmr, max(k, 1)))
+    return Comparison(score, fmr, bound, target_fmr, threshold.score, bool(score >= threshold.score), k,
+                      threshold.basis)
 
 
 def compare(a: Template, b: Template, calibration: Calibration | None, target_fmr: float | None = None) -> Comparison:

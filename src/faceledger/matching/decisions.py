@@ -1,9 +1,13 @@
 """Decisions, written once: what a search's candidates mean for each face of a probe.
 
-A candidate is a subject scored by its best face. The top candidate is a "match" when its
-similarity reaches the threshold of the target false-match rate; under human review the
-service decides nothing ("review": candidates for a person to judge). Every front end
-reports these values as they are.
+A candidate is a subject scored by its best face. The decision follows the collection's
+open-set policy (:class:`~faceledger.matching.openset.OpenSetPolicy`, re-derived for the
+gallery's current size on every search): "match", "review" (a possible match for a person to
+judge) or "unknown". Under the tenant's human-review guardrail the service decides nothing
+("review" with the candidates). Each candidate carries its similarity, the per-comparison FMR
+of that similarity, and the search-level FPIR: the share of searches of a gallery this size
+in which a stranger would score at least as high with someone. Every front end reports these
+values as they are.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from faceledger.matching.calibration import Calibration
+from faceledger.matching.calibration import BOUND, Calibration
+from faceledger.matching.openset import MATCH, REVIEW, UNKNOWN, OpenSetPolicy, fpir_at
 
-MATCH, UNKNOWN, REVIEW = "match", "unknown", "review"
+__all__ = ["MATCH", "REVIEW", "UNKNOWN", "Candidate", "IdentifyResult", "ProbeResult", "open_set"]
 
 
 @dataclass(frozen=True)
@@ -21,12 +26,17 @@ class Candidate:
     subject_id: str
     display_name: str | None
     similarity: float
-    fmr: float
-    fmr_is_upper_bound: bool
+    fmr: float  # per comparison: the share of impostor pairs scoring at least this high
+    fmr_basis: str  # "measured", "extrapolated" (impostor tail model) or "bound" (at most this)
+    fpir: float  # for this gallery's size: the share of strangers' searches with someone scoring this high
     match: bool | None  # None under human review: the service makes no decision
 
+    @property
+    def fmr_is_upper_bound(self) -> bool:
+        return self.fmr_basis == BOUND
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "similarity": round(self.similarity, 6)}
+        return {**asdict(self), "similarity": round(self.similarity, 6), "fmr_is_upper_bound": self.fmr_is_upper_bound}
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class ProbeResult:
 
     box: list[float]
     quality: dict
-    decision: str  # "match", "unknown", or "review" when the tenant requires human review
+    decision: str  # "match", "review" or "unknown"
     subject_id: str | None  # the matched subject when decision == "match"
     candidates: list[Candidate]
 
@@ -52,13 +62,13 @@ class ProbeResult:
 class IdentifyResult:
     collection: str
     model_id: str
-    target_fmr: float
-    threshold: float
+    policy: OpenSetPolicy
     faces: list[ProbeResult]
+    human_review: bool = False
 
     def to_dict(self) -> dict:
-        return {"collection": self.collection, "model_id": self.model_id, "target_fmr": self.target_fmr,
-                "threshold": round(self.threshold, 6), "faces": [f.to_dict() for f in self.faces]}
+        return {"collection": self.collection, "model_id": self.model_id, **self.policy.to_dict(),
+                "human_review": self.human_review, "faces": [f.to_dict() for f in self.faces]}
 
     @property
     def audit_decision(self) -> str:
@@ -67,14 +77,18 @@ class IdentifyResult:
 
 
 def open_set(box: list[float], quality: dict, ranked: Sequence[tuple[str, str | None, float]],
-             calibration: Calibration, threshold: float, *, human_review: bool = False) -> ProbeResult:
-    """The decision for one face from its ranked (subject id, name, similarity) candidates."""
+             calibration: Calibration, policy: OpenSetPolicy, *, human_review: bool = False) -> ProbeResult:
+    """The decision for one face from its ranked (subject id, name, similarity) candidates, best first."""
+    top = ranked[0][2] if ranked else None
+    second = ranked[1][2] if len(ranked) > 1 else None
+    decision = REVIEW if human_review and ranked else policy.decide(top, second)
+    if human_review and not ranked:
+        decision = UNKNOWN
     candidates = []
-    for subject_id, name, similarity in ranked:
-        fmr, bound = calibration.fmr(similarity)
-        candidates.append(Candidate(subject_id, name, similarity, fmr, bound,
-                                    None if human_review else similarity >= threshold))
-    if human_review:
-        return ProbeResult(box, quality, REVIEW, None, candidates)
-    top = candidates[0] if candidates and candidates[0].match else None
-    return ProbeResult(box, quality, MATCH if top else UNKNOWN, top.subject_id if top else None, candidates)
+    for rank, (subject_id, name, similarity) in enumerate(ranked):
+        fmr, upper, basis = calibration.fmr_detail(similarity)
+        match = None if human_review else (rank == 0 and decision == MATCH)
+        candidates.append(Candidate(subject_id, name, similarity, fmr, basis, fpir_at(upper, policy.gallery_faces),
+                                    match))
+    subject = ranked[0][0] if decision == MATCH else None
+    return ProbeResult(box, quality, decision, subject, candidates)

@@ -25,7 +25,11 @@ best of k is a false match is again at most 1 - (1 - FMR) ** k.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
+
+from faceledger.errors import NotCalibrated
 from faceledger.matching.calibration import Calibration, Threshold
 
 
@@ -105,3 +109,95 @@ def fpir_at_score(calibration: Calibration, score: float, n: int) -> tuple[float
     """
     fmr, upper, basis = calibration.fmr_detail(score)
     return fpir_at(fmr, n), fpir_at(upper, n), basis
+
+
+# ---------------------------------------------------------------------------- the decision rule
+MATCH, REVIEW, UNKNOWN = "match", "review", "unknown"
+REVIEW_FACTOR = 10.0  # the review band: scores a stranger reaches in at most 10x the target's searches
+MAX_REVIEW_FPIR = 0.5
+
+
+@dataclass(frozen=True)
+class OpenSetPolicy:
+    """What a search of a gallery of ``gallery_faces`` faces decides at a target FPIR.
+
+    * "match": the top candidate scores at least ``threshold`` (the per-comparison threshold whose
+      FPIR at this gallery size is the target), the second candidate does not, and the top one is
+      at least ``margin`` ahead of it. So a candidate list never holds two matches.
+    * "review": a possible match for a person to judge: the top candidate scores at least
+      ``review_score`` (the threshold of ``REVIEW_FACTOR`` x the target FPIR) without meeting the
+      match rule, or the target cannot be supported at this gallery size (``supported`` False:
+      the calibration cannot give a threshold for so small an FMR with stated confidence), where
+      nothing is ever called a match.
+    * "unknown": nothing scores in the review band.
+    """
+
+    target_fpir: float
+    gallery_faces: int
+    threshold: Threshold | None  # None: the target is not supported at this size
+    review: Threshold
+    margin: float = 0.0
+
+    @property
+    def supported(self) -> bool:
+        return self.threshold is not None
+
+    @property
+    def match_score(self) -> float | None:
+        return None if self.threshold is None else self.threshold.score
+
+    @property
+    def review_score(self) -> float:
+        return self.review.score if self.threshold is None else min(self.review.score, self.threshold.score)
+
+    @property
+    def fpir_upper(self) -> float | None:
+        """The FPIR at the match threshold, at its upper confidence bound (None when unsupported)."""
+        return None if self.threshold is None else fpir_at(self.threshold.fmr_upper, self.gallery_faces)
+
+    @classmethod
+    def derive(cls, calibration: Calibration, target_fpir: float, gallery_faces: int, *,
+               margin: float = 0.0) -> OpenSetPolicy:
+        """The thresholds for ``target_fpir`` at this gallery size, re-derived on every search."""
+        _check_rate("target_fpir", target_fpir)
+        n = max(gallery_faces, 1)
+        try:
+            threshold = fpir_threshold(calibration, target_fpir, n)
+        except NotCalibrated:
+            threshold = None
+        review_fpir = min(target_fpir * REVIEW_FACTOR, MAX_REVIEW_FPIR)
+        try:
+            review = fpir_threshold(calibration, review_fpir, n)
+        except NotCalibrated:  # a gallery too large even for the review band: the strictest threshold known
+            review = calibration.threshold_info(calibration.lowest_fmr)
+        return cls(target_fpir, gallery_faces, threshold, review, margin)
+
+    def decide(self, top: float | None, second: float | None = None) -> str:
+        """The decision for one probe face from its best and second-best subjects' similarities."""
+        if top is None or top < self.review_score:
+            return UNKNOWN
+        if self.threshold is None or top < self.threshold.score:
+            return REVIEW
+        if second is not None and (second >= self.threshold.score or top - second < self.margin):
+            return REVIEW
+        return MATCH
+
+    def decide_many(self, top: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """:meth:`decide` over arrays (``second`` NaN where there is no second subject), for evaluation."""
+        top, second = np.asarray(top, np.float64), np.asarray(second, np.float64)
+        out = np.full(top.shape, UNKNOWN, dtype=object)
+        out[top >= self.review_score] = REVIEW
+        if self.threshold is not None:
+            t = self.threshold.score
+            clear = np.isnan(second) | ((second < t) & (top - second >= self.margin))
+            out[(top >= t) & clear] = MATCH
+        return out
+
+    def to_dict(self) -> dict:
+        return {"target_fpir": self.target_fpir, "gallery_faces": self.gallery_faces, "supported": self.supported,
+                "threshold": None if self.threshold is None else round(self.threshold.score, 6),
+                "threshold_fmr": None if self.threshold is None else self.threshold.fmr,
+                "basis": None if self.threshold is None else self.threshold.basis,
+                "fpir_upper": self.fpir_upper,
+                "confidence": self.review.confidence,
+                "review_threshold": round(self.review_score, 6), "margin": self.margin}

@@ -159,11 +159,15 @@ class Faceledger:
         return result
 
     # ------------------------------------------------------------------ collections
-    def create_collection(self, actor: Actor, name: str, *, target_fmr: float = 1e-4, require_consent: bool = True,
-                          store_crops: bool = False, retention_days: int | None = None) -> CollectionInfo:
+    def create_collection(self, actor: Actor, name: str, *, target_fmr: float = 1e-4, target_fpir: float | None = None,
+                          require_consent: bool = True, store_crops: bool = False,
+                          retention_days: int | None = None) -> CollectionInfo:
+        """A collection: ``target_fpir`` sets its 1:N open-set policy (default: the deployment's), ``target_fmr``
+        its 1:1 verification threshold."""
         with self._operation("collection.create", actor, name):
             self.authorize(actor, "collection.create")
             info = self.gallery.create_collection(name, tenant=actor.tenant, target_fmr=target_fmr,
+                                                  target_fpir=target_fpir,
                                                   require_consent=require_consent, store_crops=store_crops,
                                                   retention_days=retention_days)
             self._done(ev.CollectionCreated(actor, name))
@@ -247,11 +251,13 @@ class Faceledger:
 
     # ------------------------------------------------------------------ search
     def identify(self, actor: Actor, collection: str, image: ImageInput, *, top_k: int = 5,
-                 target_fmr: float | None = None) -> IdentifyResult:
+                 target_fpir: float | None = None) -> IdentifyResult:
         """1:N for every face of the probe (largest first): top-k subjects and an open-set decision.
 
-        The tenant's guardrails apply: per-key rate and hourly quota, faces searched per
-        image, and human review (candidates only, decision "review").
+        The decision follows the collection's target FPIR (or ``target_fpir``, stricter or looser
+        for this search) at the gallery's current size: match, review or unknown. The tenant's
+        guardrails apply: per-key rate and hourly quota, faces searched per image, and human
+        review (candidates only, decision "review").
         """
         with self._operation("identify", actor, collection):
             self.authorize(actor, "identify")
@@ -262,16 +268,17 @@ class Faceledger:
                     self.hourly.take(actor.key_id, policy.identify_per_hour)
             if not 1 <= top_k <= 100:
                 raise InvalidArgument("top_k is between 1 and 100")
+            if target_fpir is not None and not 0 < target_fpir <= 0.5:
+                raise InvalidArgument("fpir is a probability in (0, 0.5]", fpir=target_fpir)
             c = self.gallery.collection(collection, actor.tenant, for_search=True)
-            fmr = target_fmr or c.target_fmr
-            threshold = self.calibration.threshold(fmr)
             analysis = self.engine.analyze(image)
             n = min(len(analysis), policy.max_faces_per_search or self.settings.max_faces)
+            open_policy = self.gallery.open_set_policy(c, target_fpir)
             ranked = self.gallery.search(c, analysis.templates[:n], top_k) if n else []
             faces = [open_set([round(float(v), 1) for v in analysis.detections.boxes[i]],
-                              analysis.quality[i].to_dict(), ranked[i], self.calibration, threshold,
+                              analysis.quality[i].to_dict(), ranked[i], self.calibration, open_policy,
                               human_review=policy.human_review) for i in range(n)]
-            result = IdentifyResult(collection, self.engine.model_id, fmr, threshold, faces)
+            result = IdentifyResult(collection, self.engine.model_id, open_policy, faces, policy.human_review)
             self._done(ev.FaceIdentified(actor, collection,
                                          tuple(c.subject_id for f in faces for c in f.candidates),
                                          tuple(c.similarity for f in faces for c in f.candidates),
@@ -280,14 +287,15 @@ class Faceledger:
 
     def verify(self, actor: Actor, collection: str, subject_id: str, image: ImageInput, *,
                target_fmr: float | None = None, face: int | None = None) -> Comparison:
-        """1:1 of the image's face against a claimed subject (its best-matching face)."""
+        """1:1 of the image's face against a claimed subject (its best-matching face), at the collection's
+        target FMR for the claim as a whole (best of the subject's k faces: each comparison at about FMR / k)."""
         with self._operation("verify", actor, collection, [subject_id]):
             self.authorize(actor, "verify")
             c = self.gallery.collection(collection, actor.tenant, for_search=True)
             self.gallery.store.get_subject(c, subject_id)  # NOT_FOUND before the slow part
             analysis, i = self.engine.single_face(image, face=face)
-            score = self.gallery.best_score(c, subject_id, analysis.templates[i])
-            result = decide(score, self.calibration, target_fmr or c.target_fmr)
+            score, k = self.gallery.best_score(c, subject_id, analysis.templates[i])
+            result = decide(score, self.calibration, target_fmr or c.target_fmr, k=k)
             self._done(ev.SubjectVerified(actor, collection, (subject_id,), (result.similarity,),
                                           decision=_yes_no(result), faces=1))
         return result

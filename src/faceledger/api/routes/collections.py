@@ -20,6 +20,7 @@ async def create_collection(request: Request, token: Token):
         spec, _ = await op.body(S.CollectionCreate)
         op.collection = spec.name
         info = await op.call(op.faceledger.create_collection, op.actor, spec.name, target_fmr=spec.target_fmr,
+                             target_fpir=spec.target_fpir,
                              require_consent=spec.require_consent, store_crops=spec.store_crops,
                              retention_days=spec.retention_days)
     return info.to_dict()

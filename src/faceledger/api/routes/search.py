@@ -15,11 +15,12 @@ router = APIRouter(tags=["search"])
 @router.post("/v1/collections/{collection}/identify", response_model=S.IdentifyResponse,
              responses=AUTH_ERRORS | responses(404, 409, 413, 415), openapi_extra=openapi_body(S.IdentifyBody))
 async def identify(collection: str, request: Request, token: Token):
-    """1:N for every face of the image: top-k candidates and an open-set decision. Scope: identify."""
+    """1:N for every face of the image: top-k candidates and an open-set decision (match, review or unknown) at
+    the collection's target FPIR for its current size. Scope: identify."""
     async with operation(request, token, "identify", collection=collection) as op:
         params, images = await op.body(S.IdentifyBody)
         result = await op.run(op.faceledger.identify, op.actor, collection, images["image"], top_k=params.top_k,
-                              target_fmr=params.fmr)
+                              target_fpir=params.fpir)
     return result.to_dict()
 
 
