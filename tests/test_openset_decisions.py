@@ -20,6 +20,7 @@ from scipy.stats import norm
 from faceledger.api.app import create_app
 from faceledger.client import Client
 from faceledger.config import Settings
+from faceledger.errors import NotCalibrated
 from faceledger.gallery.db import MIGRATIONS
 from faceledger.matching.calibration import Calibration
 from faceledger.matching.openset import MATCH, REVIEW, UNKNOWN, OpenSetPolicy, fpir_at
@@ -179,3 +180,19 @@ def test_cli_three_decisions(people, tmp_path):
     check_three(cli("identify", "staff", str(bbt / "amy" / "amy4.png"), home=tmp_path),
                 cli("identify", "staff", str(bbt / "penny" / "penny5.png"), home=tmp_path),
                 cli("identify", "staff", str(bbt / "stuart" / "stuart1.png"), home=tmp_path))
+
+
+def test_targets_beyond_the_calibration_are_refused(settings, engine, tmp_path, people):
+    fl = Faceledger(settings.model_copy(update={"home": tmp_path}), engine)
+    me = Actor.local()
+    floor = fl.calibration.lowest_fmr
+    with pytest.raises(NotCalibrated) as info:  # the README's promise: below the tail's floor, refused
+        fl.create_collection(me, "strict", target_fmr=floor / 10)
+    assert info.value.details["lowest_fmr"] == floor
+    with pytest.raises(NotCalibrated):
+        fl.create_collection(me, "stricter", target_fpir=floor / 10)
+    with pytest.raises(NotCalibrated):
+        ex = people / "face_recognition_examples"
+        fl.compare(me, ex / "obama.jpg", ex / "obama2.jpg", target_fmr=floor / 10)
+    assert fl.list_collections(me) == []  # nothing created
+    fl.close()
