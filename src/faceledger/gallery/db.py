@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from faceledger.config import default_url  # noqa: F401  (re-exported: it used to live here)
 
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another writer
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -24,7 +25,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged enrolment survives a crash
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA secure_delete=ON")  # erased templates are overwritten, not left in free pages
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 

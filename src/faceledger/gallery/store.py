@@ -21,7 +21,7 @@ from faceledger.config import Settings
 from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery import outbox
-from faceledger.gallery.db import open_database
+from faceledger.gallery.db import BUSY_TIMEOUT_MS, open_database
 from faceledger.gallery.records import (
     CollectionInfo,
     CollectionRef,
@@ -357,7 +357,12 @@ class SqlStore:
             return []
         for attempt in range(attempts):
             with self.db.connect() as conn:
-                busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                # a reader blocks a TRUNCATE checkpoint: wait for it briefly, not the 10 s busy timeout of writes
+                conn.exec_driver_sql("PRAGMA busy_timeout=200")
+                try:
+                    busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             if not busy:
                 return []
             time.sleep(0.05 * (attempt + 1))
