@@ -172,6 +172,7 @@ def cli(*args: str, home: Path) -> dict:
     return json.loads(out.stdout) if out.stdout.strip() else {}
 
 
+@pytest.mark.slow  # eight CLI processes, each loading the models: the API test above covers the same decisions
 def test_cli_three_decisions(people, tmp_path):
     bbt = people / "bbt"
     assert cli("collections", "create", "staff", "--target-fpir", "0.001", home=tmp_path)["target_fpir"] == 1e-3
