@@ -50,6 +50,7 @@ ROUTES = {
     ("POST", "/v1/collections"): "create_collection",
     ("GET", "/v1/collections"): "list_collections",
     ("GET", "/v1/collections/{collection}"): "get_collection",
+    ("PATCH", "/v1/collections/{collection}"): "update_collection",
     ("DELETE", "/v1/collections/{collection}"): "delete_collection",
     ("POST", "/v1/collections/{collection}/subjects"): "create_subject",
     ("GET", "/v1/collections/{collection}/subjects"): "list_subjects",
@@ -130,6 +131,7 @@ def test_every_client_method_in_process(api, people):
     assert admin.create_collection("club", target_fmr=1e-4, retention_days=365)["retention_days"] == 365
     assert [c["name"] for c in admin.list_collections()] == ["club"]
     assert admin.get_collection("club")["subjects"] == 0
+    assert admin.update_collection("club", target_fpir=0.01)["target_fpir"] == 0.01
     created = app.create_subject("club", "amy", display_name="Amy", metadata={"team": "a"},
                                  consent={"basis": "explicit-consent", "reference": "form-1"})
     assert created["face_count"] == 0 and created["faces"] == []

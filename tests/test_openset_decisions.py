@@ -20,7 +20,7 @@ from scipy.stats import norm
 from faceledger.api.app import create_app
 from faceledger.client import Client
 from faceledger.config import Settings
-from faceledger.errors import NotCalibrated
+from faceledger.errors import InvalidArgument, NotCalibrated
 from faceledger.gallery.db import MIGRATIONS
 from faceledger.matching.calibration import Calibration
 from faceledger.matching.openset import MATCH, REVIEW, UNKNOWN, OpenSetPolicy, fpir_at
@@ -196,4 +196,109 @@ def test_targets_beyond_the_calibration_are_refused(settings, engine, tmp_path, 
         ex = people / "face_recognition_examples"
         fl.compare(me, ex / "obama.jpg", ex / "obama2.jpg", target_fmr=floor / 10)
     assert fl.list_collections(me) == []  # nothing created
+    fl.close()
+
+
+# ---------------------------------------------------------------------------- review fixes
+def test_downgrade_keeps_subjects_and_faces(tmp_path, settings, engine, people):
+    home = tmp_path / "home"
+    fl = Faceledger(settings.model_copy(update={"home": home}), engine)
+    fl.create_collection(Actor.local(), "door", require_consent=False)
+    fl.enroll(Actor.local(), "door", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    fl.close()
+    engine_ = sa.create_engine(f"sqlite:///{home / 'faceledger.db'}")
+    sa.event.listen(engine_, "connect", lambda c, _: c.execute("PRAGMA foreign_keys=ON"))
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    with engine_.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+        counts = [connection.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar() for t in
+                  ("collections", "subjects", "faces")]
+    assert counts == [1, 1, 1]
+
+
+def unit(rng, base, noise):
+    v = base + noise * rng.standard_normal(base.shape)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def test_decision_looks_past_top_k_and_past_one_subjects_many_faces(settings, engine, tmp_path):
+    """A subject with more faces than a search fetches must not hide a second subject that also scores high,
+    and asking for one candidate must not turn a "review" into a "match"."""
+    fl = Faceledger(settings.model_copy(update={"home": tmp_path}), engine)
+    me = Actor.local()
+    fl.create_collection(me, "many", require_consent=False)
+    rng = np.random.default_rng(0)
+    dim = fl.gallery.dim
+    person = rng.standard_normal(dim)
+    faces = np.stack([unit(rng, person, 0.02) for _ in range(30)] + [unit(rng, person, 0.03)])
+    ids = ["a"] * 30 + ["b"]  # "b" is the same person enrolled under a second id
+    fl.gallery.enroll_templates("many", ids, faces, [f"{i:064d}" for i in range(31)])
+    c = fl.gallery.collection("many", "default", for_search=True)
+    policy = fl.gallery.open_set_policy(c)
+    probe = unit(rng, person, 0.02)[None, :]
+    from faceledger.matching.decisions import open_set
+    for top_k in (1, 2, 5):
+        (ranked, bound), = fl.gallery.search_for_decision(c, probe, top_k)
+        result = open_set([0, 0, 1, 1], {}, ranked, fl.calibration, policy, top_k=top_k, unseen_bound=bound)
+        assert result.decision == "review" and not any(x.match for x in result.candidates), (top_k, ranked[:3])
+        assert len(result.candidates) == min(top_k, len(ranked))
+    fl.close()
+
+
+def test_verify_with_a_target_that_k_faces_push_below_the_floor_makes_no_decision(settings, engine, tmp_path,
+                                                                                  people):
+    fl = Faceledger(settings.model_copy(update={"home": tmp_path}), engine)
+    me = Actor.local()
+    floor = fl.calibration.lowest_fmr
+    fl.create_collection(me, "strict", target_fmr=floor * 1.5, require_consent=False)
+    penny = people / "bbt" / "penny"
+    fl.enroll(me, "strict", "penny", [penny / "penny1.png"])
+    one = fl.verify(me, "strict", "penny", penny / "penny4.png")
+    assert one.faces_compared == 1 and one.threshold_basis == "extrapolated" and one.match is not None
+    fl.enroll(me, "strict", "penny", [penny / "penny2.png"])
+    two = fl.verify(me, "strict", "penny", penny / "penny4.png")  # floor * 1.5 / 2 < floor
+    assert two.faces_compared == 2 and two.threshold_basis == "unsupported" and two.match is None
+    assert two.to_dict()["threshold"] is None
+    fl.close()
+
+
+def test_policy_changes_are_admin_only_audited_and_searches_may_only_be_stricter(settings, engine, tmp_path,
+                                                                                 people):
+    from faceledger.errors import Forbidden
+    fl = Faceledger(settings.model_copy(update={"home": tmp_path}), engine)
+    admin = Actor.local("acme")
+    fl.create_collection(admin, "staff", target_fpir=1e-3, require_consent=False)
+    fl.enroll(admin, "staff", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    key, info = fl.create_key(admin, "acme", ["identify"], "door")
+    app = fl.authenticate(key)
+    probe = people / "bbt" / "amy" / "amy4.png"
+    assert fl.identify(app, "staff", probe, target_fpir=1e-4).policy.target_fpir == 1e-4  # stricter: fine
+    with pytest.raises(Forbidden):
+        fl.identify(app, "staff", probe, target_fpir=1e-2)  # looser: an admin's decision
+    with pytest.raises(Forbidden):
+        fl.update_collection(app, "staff", target_fpir=1e-2)
+    changed = fl.update_collection(admin, "staff", target_fpir=1e-2)
+    assert changed.target_fpir == 1e-2 and changed.target_fmr == 1e-4
+    assert fl.identify(app, "staff", probe).policy.target_fpir == 1e-2
+    records = fl.query_audit(admin, operation="collection.update")
+    assert sorted(r["outcome"] for r in records) == ["FORBIDDEN", "ok"]
+    assert [r["decision"] for r in records if r["outcome"] == "ok"] == [
+        "target_fpir 0.001 -> 0.01, target_fmr 0.0001 -> 0.0001"]
+    with pytest.raises(InvalidArgument):
+        fl.update_collection(admin, "staff", target_fpir=0.9)
+    fl.close()
+
+
+def test_human_review_decides_nothing_even_for_an_empty_gallery(settings, engine, tmp_path, people):
+    fl = Faceledger(settings.model_copy(update={"home": tmp_path}), engine)
+    me = Actor.local("watch")
+    fl.create_collection(me, "door", require_consent=False)
+    fl.set_tenant_policy(me, "watch", human_review=True)
+    empty = fl.identify(me, "door", people / "bbt" / "amy" / "amy4.png")
+    assert empty.faces[0].decision == "review" and empty.human_review
+    fl.enroll(me, "door", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    face = fl.identify(me, "door", people / "bbt" / "amy" / "amy4.png").faces[0]
+    assert face.decision == "review" and face.subject_id is None and face.candidates[0].match is None
     fl.close()

@@ -235,6 +235,13 @@ class Client:
         """``GET /v1/collections/{collection}``."""
         return self._call("GET", f"/v1/collections/{_seg(name)}")
 
+    def update_collection(self, name: str, *, target_fpir: float | None = None,
+                          target_fmr: float | None = None) -> Json:
+        """``PATCH /v1/collections/{collection}`` (admin): change the 1:N target FPIR and/or the 1:1 target FMR."""
+        options = {"target_fpir": target_fpir, "target_fmr": target_fmr}
+        return self._call("PATCH", f"/v1/collections/{_seg(name)}",
+                          json={k: v for k, v in options.items() if v is not None})
+
     def delete_collection(self, name: str) -> Json:
         """``DELETE /v1/collections/{collection}`` (admin): erases every subject; returns the receipt."""
         return self._call("DELETE", f"/v1/collections/{_seg(name)}")

@@ -50,12 +50,16 @@ class DetectResponse(BaseModel):
 
 class Decision(BaseModel):
     similarity: float = Field(description="Cosine similarity of the two templates.")
-    fmr: float | None = Field(description="False-match rate this similarity corresponds to (calibrated).")
+    fmr: float | None = Field(description="False-match rate of one comparison at this similarity (calibrated). A "
+                              "claim against a subject with k faces compares k times: its threshold is set for "
+                              "the claim's FMR (target_fmr), so compare `match`, not `fmr` with `target_fmr`.")
     fmr_is_upper_bound: bool
     target_fmr: float | None
     threshold: float | None
-    threshold_basis: Literal["measured", "extrapolated"] | None = Field(
-        None, description="Whether the threshold's FMR is measured on impostor pairs or extrapolated from their tail.")
+    threshold_basis: Literal["measured", "extrapolated", "unsupported"] | None = Field(
+        None, description="Whether the threshold's FMR is measured on impostor pairs or extrapolated from their tail; "
+        "unsupported: the target, split over the subject's faces, is below what the calibration supports, and no "
+        "decision is made (match null).")
     faces_compared: int = Field(1, description="Comparisons behind the decision: a claim takes the best of the "
                                 "subject's faces, and its threshold is set so that the claim's FMR is the target.")
     match: bool | None
@@ -143,6 +147,12 @@ class CollectionCreate(BaseModel):
     require_consent: bool = True
     store_crops: bool = False
     retention_days: int | None = Field(None, ge=1, le=36500)
+
+
+class CollectionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target_fpir: float | None = Field(None, gt=0, le=0.5, description="1:N searches: the new target FPIR.")
+    target_fmr: float | None = Field(None, gt=0, lt=1, description="1:1 claims: the new target FMR.")
 
 
 class CollectionOut(BaseModel):

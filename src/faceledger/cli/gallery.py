@@ -64,6 +64,19 @@ def collections_list(tenant: TenantOpt = "default") -> None:
         out([c.to_dict() for c in service.list_collections(local_actor(tenant))])
 
 
+@collections_app.command("set")
+def collections_set(
+    name: str,
+    target_fpir: Annotated[Optional[float], typer.Option(help="New 1:N target FPIR.")] = None,
+    target_fmr: Annotated[Optional[float], typer.Option(help="New 1:1 target FMR.")] = None,
+    tenant: TenantOpt = "default",
+) -> None:
+    """Change a collection's policy (audited with the values before and after)."""
+    with open_service() as service:
+        out(service.update_collection(local_actor(tenant), name, target_fpir=target_fpir,
+                                      target_fmr=target_fmr).to_dict())
+
+
 @collections_app.command("delete")
 def collections_delete(name: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
                        tenant: TenantOpt = "default") -> None:

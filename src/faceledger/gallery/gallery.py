@@ -84,14 +84,26 @@ class Gallery:
                           retention_days: int | None = None) -> CollectionInfo:
         check_name(name, "collection name", 128)
         target_fpir = self.settings.default_target_fpir if target_fpir is None else target_fpir
-        if not 0 < target_fpir <= MAX_TARGET_FPIR:
-            raise InvalidArgument(f"target_fpir is a probability in (0, {MAX_TARGET_FPIR}]", target_fpir=target_fpir)
-        self.calibration.threshold(target_fmr)  # refuses an FMR the calibration cannot support
-        self.calibration.threshold(target_fpir)  # and an FPIR it could not support even for one face
+        self._check_targets(target_fpir, target_fmr)
         return self.store.create_collection(tenant, name, model_id=self.engine.model_id, target_fmr=target_fmr,
                                             target_fpir=target_fpir,
                                             require_consent=require_consent, store_crops=store_crops,
                                             retention_days=retention_days)
+
+    def update_collection(self, name: str, *, tenant: str = "default", target_fpir: float | None = None,
+                          target_fmr: float | None = None) -> CollectionInfo:
+        c = self.store.collection(tenant, name)
+        self._check_targets(c.target_fpir if target_fpir is None else target_fpir,
+                            c.target_fmr if target_fmr is None else target_fmr)
+        return self.store.update_collection(c.id, target_fpir=target_fpir, target_fmr=target_fmr)
+
+    def _check_targets(self, target_fpir: float, target_fmr: float) -> None:
+        if not 0 < target_fpir <= MAX_TARGET_FPIR:
+            raise InvalidArgument(f"target_fpir is a probability in (0, {MAX_TARGET_FPIR}]", target_fpir=target_fpir)
+        if not 0 < target_fmr < 1:
+            raise InvalidArgument("target_fmr is a probability in (0, 1)", target_fmr=target_fmr)
+        self.calibration.threshold(target_fmr)  # refuses an FMR the calibration cannot support
+        self.calibration.threshold(target_fpir)  # and an FPIR it could not support even for one face
 
     def collection(self, name: str, tenant: str = "default", *, for_search: bool = False) -> CollectionRef:
         c = self.store.collection(tenant, name)
@@ -209,9 +221,20 @@ class Gallery:
     # ------------------------------------------------------------------ search
     def search(self, c: CollectionRef, templates: np.ndarray, top_k: int) -> list[Ranked]:
         """Top-k subjects per template, each scored by its best face; only faces SQL still holds."""
+        return [ranked[:top_k] for ranked, _ in self._search(c, templates, max(top_k * 4, 20))]
+
+    def search_for_decision(self, c: CollectionRef, templates: np.ndarray,
+                            top_k: int) -> list[tuple[Ranked, float | None]]:
+        """Per template: every subject found, best first (a decision looks past the top-k that are shown), and a
+        bound on the subjects not found. Each face fetched belongs to a found subject, so when fewer than two
+        subjects are found in a full fetch, the lowest score fetched bounds every other subject's best score
+        (so the second-subject rule of the open-set decision cannot be skipped by one subject's many faces)."""
+        return self._search(c, templates, max(top_k * 4, 20))
+
+    def _search(self, c: CollectionRef, templates: np.ndarray, fetch: int) -> list[tuple[Ranked, float | None]]:
         if not len(templates):
             return []
-        scores, ids = self.vectors.search(c.id, templates, max(top_k * 4, 20))
+        scores, ids = self.vectors.search(c.id, templates, fetch)
         owner = self.store.owners(c.id, sorted({int(i) for i in ids.ravel() if i >= 0}))
         out = []
         for row_scores, row_ids in zip(scores, ids):
@@ -221,8 +244,9 @@ class Gallery:
                     ext, name = owner[fid]
                     if ext not in best or score > best[ext][1]:
                         best[ext] = (name, float(score))
-            ranked = sorted(best.items(), key=lambda kv: -kv[1][1])[:top_k]
-            out.append([(ext, name, score) for ext, (name, score) in ranked])
+            ranked = [(ext, name, score) for ext, (name, score) in sorted(best.items(), key=lambda kv: -kv[1][1])]
+            full = int((row_ids >= 0).sum()) == fetch  # the store had more faces than were fetched
+            out.append((ranked, float(row_scores[-1]) if full and len(ranked) < 2 else None))
         return out
 
     def search_templates(self, collection: str, templates: np.ndarray, *, tenant: str = "default",

@@ -104,6 +104,16 @@ class SqlStore:
                 raise AlreadyExists(f"collection '{name}' already exists", collection=name) from None
             return self._collection_info(s, c)
 
+    def update_collection(self, cid: int, *, target_fpir: float | None, target_fmr: float | None) -> CollectionInfo:
+        with self.session() as s:
+            c = s.get(Collection, cid)
+            if target_fpir is not None:
+                c.target_fpir = target_fpir
+            if target_fmr is not None:
+                c.target_fmr = target_fmr
+            s.commit()
+            return self._collection_info(s, c)
+
     def collection(self, tenant: str, name: str) -> CollectionRef:
         with self.session() as s:
             return _ref(self._collection(s, name, tenant))

@@ -15,6 +15,8 @@ from faceledger.errors import IncompatibleTemplates
 from faceledger.matching.calibration import Calibration, NotCalibrated
 from faceledger.matching.openset import best_of_k_fmr
 
+UNSUPPORTED = "unsupported"
+
 
 @dataclass(frozen=True)
 class Template:
@@ -40,7 +42,7 @@ class Comparison:
     threshold: float | None
     match: bool | None
     faces_compared: int = 1  # a claim against a subject: the best of its k faces
-    threshold_basis: str | None = None  # "measured" or "extrapolated" (impostor tail model)
+    threshold_basis: str | None = None  # "measured", "extrapolated" (impostor tail model) or "unsupported"
 
     def to_dict(self) -> dict:
         return {"similarity": round(self.similarity, 6), "fmr": self.fmr, "fmr_is_upper_bound": self.fmr_is_upper_bound,
@@ -57,7 +59,14 @@ def decide(score: float, calibration: Calibration | None, target_fmr: float | No
     fmr, bound = calibration.fmr(score)
     if target_fmr is None:
         return Comparison(score, fmr, bound, None, None, None, k)
-    threshold = calibration.threshold_info(best_of_k_fmr(target_fmr, max(k, 1)))
+    try:
+        threshold = calibration.threshold_info(best_of_k_fmr(target_fmr, max(k, 1)))
+    except NotCalibrated:
+        if k == 1:
+            raise
+        # a target the collection accepted, split over k faces, falls below what the calibration supports:
+        # no decision rather than a pretended one
+        return Comparison(score, fmr, bound, target_fmr, None, None, k, UNSUPPORTED)
     return Comparison(score, fmr, bound, target_fmr, threshold.score, bool(score >= threshold.score), k,
                       threshold.basis)
 

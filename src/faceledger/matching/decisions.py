@@ -77,15 +77,19 @@ class IdentifyResult:
 
 
 def open_set(box: list[float], quality: dict, ranked: Sequence[tuple[str, str | None, float]],
-             calibration: Calibration, policy: OpenSetPolicy, *, human_review: bool = False) -> ProbeResult:
-    """The decision for one face from its ranked (subject id, name, similarity) candidates, best first."""
+             calibration: Calibration, policy: OpenSetPolicy, *, top_k: int | None = None,
+             unseen_bound: float | None = None, human_review: bool = False) -> ProbeResult:
+    """The decision for one face from its ranked (subject id, name, similarity) candidates, best first.
+
+    The decision looks at every subject in ``ranked`` (the second one matters however few are
+    shown); ``unseen_bound`` bounds the best score of any subject not in ``ranked``. The result
+    lists the first ``top_k`` candidates.
+    """
     top = ranked[0][2] if ranked else None
-    second = ranked[1][2] if len(ranked) > 1 else None
-    decision = REVIEW if human_review and ranked else policy.decide(top, second)
-    if human_review and not ranked:
-        decision = UNKNOWN
+    seconds = [s for s in ((ranked[1][2] if len(ranked) > 1 else None), unseen_bound) if s is not None]
+    decision = REVIEW if human_review else policy.decide(top, max(seconds) if seconds else None)
     candidates = []
-    for rank, (subject_id, name, similarity) in enumerate(ranked):
+    for rank, (subject_id, name, similarity) in enumerate(ranked[:top_k]):
         fmr, upper, basis = calibration.fmr_detail(similarity)
         match = None if human_review else (rank == 0 and decision == MATCH)
         candidates.append(Candidate(subject_id, name, similarity, fmr, basis, fpir_at(upper, policy.gallery_faces),

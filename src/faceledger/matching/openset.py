@@ -24,6 +24,7 @@ best of k is a false match is again at most 1 - (1 - FMR) ** k.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -115,6 +116,8 @@ def fpir_at_score(calibration: Calibration, score: float, n: int) -> tuple[float
 MATCH, REVIEW, UNKNOWN = "match", "review", "unknown"
 REVIEW_FACTOR = 10.0  # the review band: scores a stranger reaches in at most 10x the target's searches
 MAX_REVIEW_FPIR = 0.5
+MAX_SCORE = 1.0  # cosine similarity of unit templates
+REVIEW_CAP = 0.95  # the review band never starts above this similarity (far above every impostor measured)
 
 
 @dataclass(frozen=True)
@@ -165,11 +168,15 @@ class OpenSetPolicy:
             threshold = fpir_threshold(calibration, target_fpir, n)
         except NotCalibrated:
             threshold = None
+        if threshold is not None and threshold.score >= MAX_SCORE:  # no similarity could reach it
+            threshold = None
         review_fpir = min(target_fpir * REVIEW_FACTOR, MAX_REVIEW_FPIR)
         try:
             review = fpir_threshold(calibration, review_fpir, n)
         except NotCalibrated:  # a gallery too large even for the review band: the strictest threshold known
             review = calibration.threshold_info(calibration.lowest_fmr)
+        if review.score >= MAX_SCORE:  # never "unknown" for everyone: near-identical faces still go to review
+            review = dataclasses.replace(review, score=REVIEW_CAP)
         return cls(target_fpir, gallery_faces, threshold, review, margin)
 
     def decide(self, top: float | None, second: float | None = None) -> str:

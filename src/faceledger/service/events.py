@@ -53,6 +53,11 @@ class CollectionCreated(Event):
 
 
 @dataclass(frozen=True)
+class CollectionChanged(Event):
+    operation: ClassVar[str] = "collection.update"
+
+
+@dataclass(frozen=True)
 class CollectionDeleted(Event):
     operation: ClassVar[str] = "collection.delete"
     face_ids: tuple[int, ...] = ()

@@ -19,7 +19,7 @@ from faceledger.audit.log import AuditLog, Verification
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, NotFound
 from faceledger.gallery import outbox
-from faceledger.gallery.gallery import Gallery
+from faceledger.gallery.gallery import MAX_TARGET_FPIR, Gallery
 from faceledger.gallery.records import (
     CollectionInfo,
     Consent,
@@ -46,7 +46,7 @@ READ_SCOPES = ("enroll", "identify", "verify")
 OPERATION_SCOPES: dict[str, tuple[str, ...]] = {
     "detect": ("detect",), "compare": ("verify",), "identify": ("identify",), "verify": ("verify",),
     "enroll": ("enroll",), "erase": ("enroll",), "subject.create": ("enroll",), "subjects.read": ("enroll",),
-    "collections.read": READ_SCOPES, "collection.create": ("admin",), "collection.delete": ("admin",),
+    "collections.read": READ_SCOPES, "collection.create": ("admin",), "collection.update": ("admin",), "collection.delete": ("admin",),
     "key.create": ("admin",), "key.revoke": ("admin",), "keys.read": ("admin",), "audit.query": ("admin",),
     "audit.verify": ("admin",), "audit.export": ("admin",), "report.read": ("admin",), "index": ("admin",),
 }
@@ -181,6 +181,19 @@ class Faceledger:
         self.authorize(actor, "collections.read")
         return self.gallery.get_collection(name, actor.tenant)
 
+    def update_collection(self, actor: Actor, name: str, *, target_fpir: float | None = None,
+                          target_fmr: float | None = None) -> CollectionInfo:
+        """Change a collection's policy: its 1:N target FPIR and its 1:1 target FMR (None: unchanged)."""
+        with self._operation("collection.update", actor, name):
+            self.authorize(actor, "collection.update")
+            before = self.gallery.get_collection(name, actor.tenant)
+            info = self.gallery.update_collection(name, tenant=actor.tenant, target_fpir=target_fpir,
+                                                  target_fmr=target_fmr)
+            self._done(ev.CollectionChanged(actor, name, decision=(
+                f"target_fpir {before.target_fpir:g} -> {info.target_fpir:g}, "
+                f"target_fmr {before.target_fmr:g} -> {info.target_fmr:g}")))
+        return info
+
     def delete_collection(self, actor: Actor, name: str) -> ErasureReceipt:
         """Delete a collection, erasing every subject and template in it."""
         with self._operation("collection.delete", actor, name):
@@ -254,30 +267,35 @@ class Faceledger:
                  target_fpir: float | None = None) -> IdentifyResult:
         """1:N for every face of the probe (largest first): top-k subjects and an open-set decision.
 
-        The decision follows the collection's target FPIR (or ``target_fpir``, stricter or looser
-        for this search) at the gallery's current size: match, review or unknown. The tenant's
+        The decision follows the collection's target FPIR (or ``target_fpir`` for this search: stricter,
+        or looser with the admin scope) at the gallery's current size: match, review or unknown. The tenant's
         guardrails apply: per-key rate and hourly quota, faces searched per image, and human
         review (candidates only, decision "review").
         """
         with self._operation("identify", actor, collection):
             self.authorize(actor, "identify")
+            if not 1 <= top_k <= 100:
+                raise InvalidArgument("top_k is between 1 and 100")
+            if target_fpir is not None and not 0 < target_fpir <= MAX_TARGET_FPIR:
+                raise InvalidArgument(f"fpir is a probability in (0, {MAX_TARGET_FPIR}]", fpir=target_fpir)
+            c = self.gallery.collection(collection, actor.tenant, for_search=True)
+            if target_fpir is not None and target_fpir > c.target_fpir and not actor.has("admin"):
+                raise Forbidden(f"a search may be stricter than the collection's policy (target FPIR "
+                                f"{c.target_fpir:g}), not looser, without the admin scope", fpir=target_fpir)
             policy = self.gallery.store.tenant_policy(actor.tenant)
             if actor.key_id is not None:  # limits are per key; the local operator has none
                 self.rate.take(actor.key_id)
                 if policy.identify_per_hour:
                     self.hourly.take(actor.key_id, policy.identify_per_hour)
-            if not 1 <= top_k <= 100:
-                raise InvalidArgument("top_k is between 1 and 100")
-            if target_fpir is not None and not 0 < target_fpir <= 0.5:
-                raise InvalidArgument("fpir is a probability in (0, 0.5]", fpir=target_fpir)
-            c = self.gallery.collection(collection, actor.tenant, for_search=True)
             analysis = self.engine.analyze(image)
             n = min(len(analysis), policy.max_faces_per_search or self.settings.max_faces)
+            found = self.gallery.search_for_decision(c, analysis.templates[:n], top_k) if n else []
+            # counted after the search: SQL is written first, so every face the search could return is counted
             open_policy = self.gallery.open_set_policy(c, target_fpir)
-            ranked = self.gallery.search(c, analysis.templates[:n], top_k) if n else []
             faces = [open_set([round(float(v), 1) for v in analysis.detections.boxes[i]],
-                              analysis.quality[i].to_dict(), ranked[i], self.calibration, open_policy,
-                              human_review=policy.human_review) for i in range(n)]
+                              analysis.quality[i].to_dict(), found[i][0], self.calibration, open_policy,
+                              top_k=top_k, unseen_bound=found[i][1], human_review=policy.human_review)
+                     for i in range(n)]
             result = IdentifyResult(collection, self.engine.model_id, open_policy, faces, policy.human_review)
             self._done(ev.FaceIdentified(actor, collection,
                                          tuple(c.subject_id for f in faces for c in f.candidates),

@@ -37,6 +37,18 @@ async def get_collection(collection: str, caller: Caller, faceledger: Service):
     return (await in_thread(faceledger.get_collection, caller, collection)).to_dict()
 
 
+@router.patch("/v1/collections/{collection}", response_model=S.CollectionOut,
+              responses=AUTH_ERRORS | responses(404, 409, 413, 415), openapi_extra=openapi_body(S.CollectionUpdate))
+async def update_collection(collection: str, request: Request, token: Token):
+    """Change a collection's policy: `target_fpir` (1:N) and `target_fmr` (1:1); fields left out keep their value.
+    The change is audited with both values before and after. Scope: admin."""
+    async with operation(request, token, "collection.update", collection=collection) as op:
+        spec, _ = await op.body(S.CollectionUpdate)
+        info = await op.call(op.faceledger.update_collection, op.actor, collection, target_fpir=spec.target_fpir,
+                             target_fmr=spec.target_fmr)
+    return info.to_dict()
+
+
 @router.delete("/v1/collections/{collection}", response_model=S.ErasureReceipt,
                responses=AUTH_ERRORS | responses(404))
 async def delete_collection(collection: str, request: Request, token: Token):

@@ -5,8 +5,9 @@ being matched grew with the gallery (about N x FMR). Its ``target_fmr`` now appl
 verification only, and 1:N searches use ``target_fpir``. An existing collection keeps the
 behaviour it has today: its target FPIR is the FPIR its target FMR amounts to at its current
 size, 1 - (1 - FMR) ** N (N = its faces, at least 1), capped at 0.5; from now on the
-threshold tightens as the gallery grows instead of the FPIR rising. New collections default
-to 0.001.
+threshold tightens as the gallery grows instead of the FPIR rising. New collections get the
+deployment's default (FACELEDGER_DEFAULT_TARGET_FPIR, 0.001); `faceledger collections set`
+changes a collection's policy.
 
 Revision ID: 0006
 Revises: 0005
@@ -45,5 +46,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("collections") as batch:
-        batch.drop_column("target_fpir")
+    # a native ALTER TABLE ... DROP COLUMN (SQLite >= 3.35): a batch "move and copy" would drop the table, and with
+    # foreign keys on, that cascades to every subject and face
+    op.drop_column("collections", "target_fpir")
