@@ -115,6 +115,136 @@ def eval_lfw_identify(profile: ProfileOpt = None, data: DataOpt = None, out: Out
     console.print(f"wrote {out / f'lfw-identify-{profile}.json'} and .png")
 
 
+@eval_app.command("open-set")
+def eval_open_set(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="fast, accurate or both.")] = "both",
+    data: Annotated[Optional[Path], typer.Option(
+        "--data-dir", "--data", help="Data folder (default: FACELEDGER_DATA_DIR).")] = None,
+    targets: Annotated[str, typer.Option(help="Target FPIRs, comma-separated.")] = "0.01,0.001",
+    margins: Annotated[str, typer.Option(help="Margins (top subject ahead of the second), comma-separated.")]
+    = "0,0.02,0.05,0.1",
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder for the JSON and PNG (default: HOME/reports/open-set).")] = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Open-set 1:N by FPIR on real galleries of 1k, 5k, 10k and all usable LFW faces: measured FPIR against the
+    target, FNIR, wrong-person matches and review share per margin, FPIR per group; writes JSON and a plot."""
+    from rich.progress import track
+
+    from faceledger.evaluation.openset import evaluate_open_set
+    from faceledger.evaluation.plots import open_set_png
+
+    settings = load_settings()
+    profiles = ["fast", "accurate"] if profile == "both" else [profile]
+    if any(p not in ("fast", "accurate") for p in profiles):
+        console.print(f"[red]unknown profile[/red] {profile!r}: fast, accurate or both")
+        raise typer.Exit(2)
+    data_dir = data_folder(data, settings, "eval open-set")
+    target_list = tuple(float(f) for f in targets.split(","))
+    margin_list = tuple(float(m) for m in margins.split(","))
+    out = out or settings.home / "reports" / "open-set"
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for p in profiles:
+        result = evaluate_open_set(settings, p, data_dir, targets=target_list, margins=margin_list, workers=workers,
+                                   progress=lambda items, what, p=p: track(items, description=f"{p}: {what}",
+                                                                           console=console))
+        results[p] = result
+        (out / f"open-set-{p}.json").write_text(json.dumps(result, indent=1) + "\n")
+        _print_open_set(result)
+    stem = "open-set-" + "-".join(profiles)
+    open_set_png(results, out / f"{stem}.png", "Open-set identification by FPIR on real galleries ("
+                 + ", ".join(profiles) + ")")
+    console.print(f"wrote {', '.join(str(out / f'open-set-{p}.json') for p in profiles)} and {out / (stem + '.png')}")
+
+
+def _rate_text(x: Optional[float]) -> str:
+    if x is None:
+        return "n/a"
+    return "0" if x == 0 else f"{100 * x:.2g}%"
+
+
+def _print_open_set(r: dict) -> None:
+    import sys
+
+    wide = Console(width=None if sys.stdout.isatty() else 180)  # a file or a pipe gets the whole table
+    advice = r["recommended_margin"]
+    margin = advice["margin"] if advice["margin"] is not None else 0.0
+    table = Table(title=f"Open-set identification, profile {r['profile']}, margin {margin:g}"
+                        f"{' (recommended)' if advice['margin'] is not None else ' (no margin met the rule)'}")
+    for col in ("gallery (faces)", "target FPIR", "measured FPIR (95% CI)", "events / probes", "conclusive?",
+                "FNIR", "wrong-person", "review mated / non-mated", "basis (threshold)"):
+        table.add_column(col, justify="right")
+    for g in r["galleries"]:
+        for x in g["results"]:
+            if x["policy"]["margin"] != margin:
+                continue
+            f, p, w = x["fpir"], x["policy"], x["wrong_person"]
+            ci_note = {"above": "; CI above target", "below": "; CI below target"}.get(f["interval_vs_target"], "")
+            conclusive = ("yes" + ("" if f["within_factor_2"] else " [red](not within 2x)[/red]") if f["conclusive"]
+                          else f"no ({f['expected_events']:.3g} expected{ci_note})")
+            table.add_row(f"{g['name']} ({g['faces']:,})", f"{p['target_fpir']:g}",
+                          f"{_rate_text(f['rate'])} ({_rate_text(f['ci95'][0])}-{_rate_text(f['ci95'][1])})",
+                          f"{f['events']} / {f['trials']:,}", conclusive, _rate_text(x["fnir"]["rate"]),
+                          f"{w['errors']} ({_rate_text(w['rate'])})",
+                          f"{_rate_text(x['review']['mated']['rate'])} / {_rate_text(x['review']['nonmated']['rate'])}",
+                          f"{p['basis']}" + (f" ({p['threshold']:.4f})" if p["threshold"] is not None else ""))
+    wide.print(table)
+    margins = Table(title=f"Margins, profile {r['profile']}: wrong-person matches and FNIR (mated probes)")
+    margins.add_column("gallery (faces)")
+    margins.add_column("target FPIR", justify="right")
+    for m in r["margins"]:
+        margins.add_column(f"margin {m:g}: wrong-person / FNIR", justify="right")
+    for g in r["galleries"]:
+        for f in r["targets"]:
+            cells = []
+            for m in r["margins"]:
+                (x,) = [x for x in g["results"] if x["policy"]["target_fpir"] == f and x["policy"]["margin"] == m]
+                cells.append(f"{x['wrong_person']['errors']} / {_rate_text(x['fnir']['rate'])}")
+            margins.add_row(f"{g['name']} ({g['faces']:,})", f"{f:g}", *cells)
+    wide.print(margins)
+    if r.get("seed_spread"):
+        seeds = max(x["seeds"] for by_target in r["seed_spread"].values() for x in by_target.values())
+        spread = Table(title=f"The same sizes drawn with {seeds} seeds (margin {min(r['margins']):g}): "
+                             "min / median / max")
+        for col in ("gallery", "target FPIR", "measured FPIR", "within 2x of target", "FNIR", "wrong-person"):
+            spread.add_column(col, justify="right")
+        for name, by_target in r["seed_spread"].items():
+            for f, x in by_target.items():
+                spread.add_row(name, f, *[" / ".join(_rate_text(x[k][q]) for q in ("min", "median", "max"))
+                                          for k in ("fpir",)],
+                               f"{x['share_within_factor_2']:.0%} of galleries",
+                               *[" / ".join(_rate_text(x[k][q]) for q in ("min", "median", "max"))
+                                 for k in ("fnir", "wrong_person")])
+        wide.print(spread)
+    largest = r["galleries"][-1] if r["galleries"] else None
+    if largest:
+        by_target = largest["groups"]["by_target"]
+        groups = Table(title=f"FPIR per group, gallery {largest['name']} ({largest['faces']:,} faces), margin "
+                             f"{largest['groups']['margin']:g}: rate (events / non-mated probes)")
+        groups.add_column("attribute")
+        groups.add_column("group")
+        for f in by_target:
+            groups.add_column(f"target {f}", justify="right")
+        rows = dict.fromkeys((a, n) for d in by_target.values() for a, x in d.items() for n in x["groups"])
+        for a, n in rows:
+            cells = []
+            for d in by_target.values():
+                x = d.get(a, {}).get("groups", {}).get(n)
+                cells.append("n/a" if x is None else f"{_rate_text(x['rate'])} ({x['events']} / {x['trials']:,})"
+                             + ("" if x["conclusive"] else " nc"))
+            groups.add_row(a, n, *cells)
+        wide.print(groups)
+        console.print("nc: not conclusive (the target expects fewer than 30 events among the group's probes)")
+    console.print(f"recommended margin: {advice['margin'] if advice['margin'] is not None else 'none'} "
+                  f"({advice['rule']})", soft_wrap=True)
+    acc = r["acceptance"]
+    console.print("acceptance: " + ("[green]passed[/green]" if acc["passed"] else
+                                    "[red]failed[/red]: " + ", ".join(acc["failed"])), soft_wrap=True)
+    console.print(f"screened out as possibly another LFW person: {r['data']['screen']['left_out']} faces; "
+                  f"time {r['timing']['total_seconds']:.0f} s", soft_wrap=True)
+
+
 @eval_app.command("calibrate")
 def eval_calibrate(
     profile: ProfileOpt = None, data: DataOpt = None,

@@ -169,3 +169,61 @@ def score_histograms_png(samples: dict[str, np.ndarray], thresholds: dict[str, f
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def open_set_png(results: dict[str, dict], path: Path, title: str) -> Path:
+    """``results``: profile -> `faceledger eval open-set` result. Left: measured FPIR against gallery size (faces),
+    with Wilson 95% intervals, one line per profile and target, the targets dashed; hollow markers are figures
+    that are not conclusive, and a measured 0 sits on the bottom edge. Right: FNIR against gallery size.
+    Both at each profile's recommended margin (0 where none is recommended)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = {"fast": "o", "accurate": "s"}
+    targets = sorted({f for r in results.values() for f in r["targets"]}, reverse=True)
+    floor = min(targets) / 20 if targets else 1e-5
+    for k, (profile, r) in enumerate(results.items()):
+        margin = r["recommended_margin"]["margin"] or 0.0
+        for j, f in enumerate(sorted(r["targets"], reverse=True)):
+            colour = colours[(2 * k + j) % len(colours)]
+            rows = [(g["faces"], x) for g in r["galleries"] for x in g["results"]
+                    if x["policy"]["target_fpir"] == f and x["policy"]["margin"] == margin]
+            if not rows:
+                continue
+            sizes = np.array([s for s, _ in rows], float)
+            fpir = np.array([x["fpir"]["rate"] or 0.0 for _, x in rows])
+            lo = np.array([x["fpir"]["ci95"][0] if x["fpir"]["ci95"] else 0.0 for _, x in rows])
+            hi = np.array([x["fpir"]["ci95"][1] if x["fpir"]["ci95"] else 0.0 for _, x in rows])
+            shown = np.maximum(fpir, floor)
+            err = np.stack([shown - np.maximum(lo, floor), np.maximum(hi, floor) - shown])
+            label = f"{profile}, target {f:g} (margin {margin:g})"
+            left.errorbar(sizes, shown, yerr=np.maximum(err, 0), color=colour, capsize=3, linewidth=1, label=label)
+            for (_, x), s, v in zip(rows, sizes, shown):
+                left.plot(s, v, markers.get(profile, "o"), color=colour,
+                          markerfacecolor=colour if x["fpir"]["conclusive"] else "white")
+            fnir = np.array([x["fnir"]["rate"] or 0.0 for _, x in rows])
+            right.plot(sizes, np.maximum(fnir, 1e-4), marker=markers.get(profile, "o"), color=colour, label=label)
+    for f in targets:
+        left.axhline(f, color="grey", linestyle="--", linewidth=1)
+        left.text(0.01, f, f" target {f:g}", transform=left.get_yaxis_transform(), va="bottom", fontsize=7,
+                  color="dimgrey")
+    left.set(xscale="log", yscale="log", ylim=(floor * 0.8, None), xlabel="gallery size (faces)",
+             ylabel="measured FPIR (non-mated searches decided 'match')",
+             title="FPIR; hollow: not conclusive (< 30 expected events);\n0 events drawn at the bottom edge")
+    right.set(xscale="log", yscale="log", xlabel="gallery size (faces)",
+              ylabel="FNIR (mated searches not matched to their own subject)", title="FNIR")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def open_set_groups_png(groups: dict[str, dict], path: Path, title: str, target: float) -> Path:
+    """FPIR per group of one attribute at one target (``groups``: group -> fpir figure), as group bars."""
+    rows = {g: {"rate": x["rate"], "ci95": x["ci95"], "trials": x["trials"], "conclusive": x["conclusive"]}
+            for g, x in groups.items()}
+    return group_bars_png(rows, path, title, "FPIR (non-mated searches)", unit="%", count="searches", target=target)

@@ -1,9 +1,10 @@
 """`faceledger report`: accuracy and fairness of the deployed model, as one HTML page and one JSON file.
 
 Sections: a summary in plain words (generated from the numbers) and a glossary, verification
-(LFW protocol), open-set identification (LFW, through the gallery), demographic differentials
-at the global thresholds (LFW labels), detection and enrolment failure per group (UTKFace
-sample), threshold guidance, model card.
+(LFW protocol), open-set identification (LFW, through the gallery), FPIR per group at the default
+open-set policy (the largest real gallery, :mod:`faceledger.evaluation.openset`), demographic
+differentials at the global thresholds (LFW labels), detection and enrolment failure per group
+(UTKFace sample), threshold guidance, model card.
 
 ``quick=True`` runs the same sections on a labelled subset (the people of LFW's protocol folds
 1-3, 40 UTKFace crops per race x gender cell) for a first look in a few minutes.
@@ -33,6 +34,7 @@ from faceledger.evaluation.batch import embed_files
 from faceledger.evaluation.calibrate import lfw_images
 from faceledger.evaluation.identify import evaluate_identification
 from faceledger.evaluation.lfw import evaluate, read_pairs
+from faceledger.evaluation.openset import report_section
 from faceledger.gallery.gallery import Gallery
 from faceledger.matching.calibration import load_calibration
 from faceledger.pipeline.engine import Components, FaceEngine
@@ -164,6 +166,16 @@ def build_report(settings: Settings, profile: str, data_dir: Path, out: Path, fm
                    "all_same_person_pairs": demo.rate(int((all_genuine < t).sum()), len(all_genuine))}
         for f, t in thresholds.items()}
 
+    # FPIR per group at the default open-set policy: the LFW templates above, the other sets from the cache
+    open_set = report_section(settings, profile, Path(data_dir), (lfw, images, templates, embedded.status),
+                              quick=quick, utk_per_cell=QUICK_UTK_PER_CELL if quick else None, workers=workers)
+    default_fpir = f"{open_set['default_target_fpir']:g}"
+    for attribute, d in open_set["groups"].get(default_fpir, {}).items():
+        pngs[f"open_set_{attribute}"] = plots.open_set_groups_png(
+            d["groups"], out / f"open_set_{attribute.replace(' ', '_')}.png",
+            f"FPIR per {attribute} group at the default open-set policy (target FPIR {default_fpir}, gallery of "
+            f"{open_set['gallery']['faces']:,} faces)", open_set["default_target_fpir"])
+
     labels = demo.lfw_labels(lfw / "demographics.csv")
     differentials = {}
     for attribute in ("gender", "race"):
@@ -217,7 +229,7 @@ def build_report(settings: Settings, profile: str, data_dir: Path, out: Path, fm
         "notice": QUICK_BANNER if quick else None, "quick": quick, "subset": subset,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "faceledger_version": __version__, "profile": profile, "model_id": engine.model_id, "default_fmr": level,
-        "verification": verification, "identification": identification,
+        "verification": verification, "identification": identification, "open_set": open_set,
         "demographic_differentials": differentials, "enrolment_failures": failures,
         "refusal_reason_words": reason_words(QualityLimits.from_settings(settings)),
         "glossary": GLOSSARY,
@@ -233,6 +245,11 @@ def build_report(settings: Settings, profile: str, data_dir: Path, out: Path, fm
                                    f"{identification['mated_probes']:,} mated and "
                                    f"{identification['nonmated_probes']:,} non-mated probes"
                                    + (" (quick subset)" if quick else "")),
+                "open-set FPIR per group": (
+                    f"every usable LFW face enrolled ({open_set['gallery']['faces']:,} faces, "
+                    f"{open_set['gallery']['subjects']:,} subjects); {open_set['gallery']['nonmated_probes']:,} "
+                    "searches by people not enrolled (each LFW single-image person with their own face left out, "
+                    "the UTKFace sample, the named people)" + (" (quick subset)" if quick else "")),
                 "demographics": (f"LFW labels on {len(images):,} images"
                                  + (" (quick subset)" if quick else "") +
                                  ": gender (Afifi and Abdelhamed 2017), race (USC SAIL, per identity; mixed labels "
@@ -489,6 +506,8 @@ def plain_summary(r: dict) -> dict:
             f"{s.fig(['identification', 'fnir_at_fpir', key, 'fnir'], pct(fnir))} of searches for enrolled people "
             f"do not find them (FNIR)."))
 
+    out += _open_set_sentences(r)
+
     failures = r["enrolment_failures"]
     if not any(x["failure_to_enrol"]["errors"] for rows in failures.values() for x in rows.values()):
         photos = sum(x["images"] for x in next(iter(failures.values()), {}).values())
@@ -498,6 +517,32 @@ def plain_summary(r: dict) -> dict:
         for attribute, rows in failures.items():
             out += _enrolment_sentences(r, attribute, rows)
     return {"default_fmr": level, "sentences": out}
+
+
+def _open_set_sentences(r: dict) -> list[dict]:
+    """The default open-set policy's measured FPIR on the largest gallery, and whether it is conclusive."""
+    o = r.get("open_set")
+    key = f"{o['default_target_fpir']:g}" if o else None
+    if not o or key not in o["overall"]:
+        return []
+    s = _Sentence(r, "open-set policy")
+    f = o["overall"][key]["fpir"]
+    base = ["open_set", "overall", key, "fpir"]
+    text = (f"With the default open-set policy (FPIR {key}: at most {one_in(float(key))} searches for someone who is "
+            f"not enrolled should return a match), searching a gallery of "
+            f"{s.fig(['open_set', 'gallery', 'faces'], count(o['gallery']['faces']))} faces with "
+            f"{s.fig(base + ['trials'], count(f['trials']))} photos of people who are not enrolled returned a match "
+            f"{s.fig(base + ['events'], plural(f['events'], 'time'))} ({s.fig(base + ['rate'], pct(f['rate']))}). ")
+    lo, hi = f["ci95"] or (0.0, 0.0)
+    if f["conclusive"]:
+        text += f"With this many searches the figure is conclusive (95% interval {pct(lo)} to {pct(hi)})."
+    else:
+        text += (f"The target expects only {sig(f['expected_events'])} such matches among them, fewer than the "
+                 f"{demo.MIN_ERRORS} needed to conclude: the true rate could be anywhere from {pct(lo)} to {pct(hi)}.")
+    if f.get("interval_vs_target") == "above":
+        text += (" That whole range lies above the target. `faceledger eval open-set` lists every such match, to be "
+                 "checked by eye: some are one person filed under two names in the evaluation data.")
+    return [s.done(text)]
 
 
 class _Wording:
@@ -647,6 +692,53 @@ def _ci(r: dict, fmt=None) -> str:
     return f"{fmt(r['ci95'][0])} to {fmt(r['ci95'][1])}"
 
 
+def _open_set_html(o: dict, img) -> str:
+    """The section "FPIR per group at the default open-set policy"."""
+    e = html.escape
+    g = o["gallery"]
+    default = f"{o['default_target_fpir']:g}"
+
+    def fpir_cells(x: dict) -> str:
+        span = _ci(x, lambda v: pct(v)) if x.get("ci95") else "n/a"
+        verdict = "yes" if x["conclusive"] else f"no: {sig(x['expected_events'])} expected events, fewer than " \
+                                                   f"{demo.MIN_ERRORS}"
+        cls = "" if x["conclusive"] else ' class="nc"'
+        return (f"<td><span{cls}>{pct(x['rate'])}</span></td><td>{span}</td><td>{x['events']:,} / "
+                f"{x['trials']:,}</td><td class='note'>{e(verdict)}</td>")
+
+    parts = [
+        "<h2>FPIR per group at the default open-set policy</h2>"
+        f"<p>FPIR (false positive identification rate): the share of searches by people who are not enrolled that "
+        f"return a match. A gallery of every usable LFW face ({g['faces']:,} faces, {g['subjects']:,} subjects) is "
+        f"searched with {g['nonmated_probes']:,} photos of people not in it; the policy's thresholds are derived "
+        f"for that gallery size (margin {o['margin']:g}). Each group's FPIR counts its own non-mated searches; "
+        f"<em>not conclusive</em> where the target expects fewer than {demo.MIN_ERRORS} false matches among them. "
+        "Labels come from the evaluation data only (LFW's gender and race lists, UTKFace's annotations).</p>",
+        "<table><tr><th>target FPIR</th><th>threshold</th><th>measured FPIR</th><th>95% interval</th>"
+        "<th>events / searches</th><th>conclusive?</th><th>FNIR</th><th>wrong-person matches</th></tr>"]
+    for f, x in o["overall"].items():
+        p = x["policy"]
+        threshold = "unsupported" if p["threshold"] is None else f"{p['threshold']:.4f} ({e(p['basis'])})"
+        parts.append(f"<tr><td>{e(f)}{' (default)' if f == default else ''}</td><td>{threshold}</td>"
+                     f"{fpir_cells(x['fpir'])}<td>{pct(x['fnir']['rate'])}</td>"
+                     f"<td>{x['wrong_person']['errors']:,} of {x['wrong_person']['trials']:,}</td></tr>")
+    parts.append("</table>")
+    targets = list(o["groups"])
+    attributes = list(dict.fromkeys(a for t in targets for a in o["groups"][t]))
+    for attribute in attributes:
+        parts.append(f"<h3>{e(attribute)}</h3><table><tr><th>group</th>" + "".join(
+            f"<th>FPIR @ {e(t)}</th><th>95% interval</th><th>events / searches</th><th>conclusive?</th>"
+            for t in targets) + "</tr>")
+        names = list(dict.fromkeys(n for t in targets for n in o["groups"][t].get(attribute, {}).get("groups", {})))
+        for n in names:
+            cells = "".join(fpir_cells(o["groups"][t][attribute]["groups"][n]) if n in
+                            o["groups"][t].get(attribute, {}).get("groups", {}) else "<td colspan=4>n/a</td>"
+                            for t in targets)
+            parts.append(f"<tr><td>{e(n)}</td>{cells}</tr>")
+        parts.append("</table>" + img(f"open_set_{attribute}", f"FPIR per {attribute} group"))
+    return "".join(parts)
+
+
 def render_html(r: dict, pngs: dict[str, Path] | None = None) -> str:
     """The report as one page; ``pngs`` (plot name -> file) are embedded, missing ones left out."""
     pngs = pngs or {}
@@ -698,6 +790,8 @@ def render_html(r: dict, pngs: dict[str, Path] | None = None) -> str:
         f"<tr><td>{i['gallery_subjects']:,}</td><td>{_fmt(i['rank1'])}</td>" +
         "".join(f"<td>{_fmt(x['fnir'])}</td>" for x in i["fnir_at_fpir"].values()) + "</tr></table>" +
         img("fnir_fpir", "FNIR against FPIR"))
+    if r.get("open_set"):
+        parts.append(_open_set_html(r["open_set"], img))
     parts.append(
         "<h2>Demographic differentials (LFW labels, global thresholds)</h2><p>FMR counts the different-person pairs "
         "with both images in the group; FNMR every same-person pair of the group (all of LFW's, not only the "
