@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,12 +19,7 @@ import pytest
 from faceledger.client import ApiError, Client
 from faceledger.config import Settings
 from faceledger.service import Actor, Faceledger
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from realserver import serving
 
 
 def cli(env: dict, *args: str) -> dict:
@@ -38,8 +31,7 @@ def cli(env: dict, *args: str) -> dict:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     home = tmp_path_factory.mktemp("srv")
-    port = free_port()
-    env = {**os.environ, "FACELEDGER_HOME": str(home), "FACELEDGER_PORT": str(port),
+    env = {**os.environ, "FACELEDGER_HOME": str(home),
            "FACELEDGER_MAX_IMAGE_BYTES": str(3_000_000), "FACELEDGER_IDENTIFY_PER_MINUTE": "100",
            # the schema tests present invalid keys on purpose, more than 20 a minute from one address
            "FACELEDGER_AUTH_FAILURES_PER_MINUTE": "100000"}
@@ -59,31 +51,13 @@ def service(tmp_path_factory):
     listed = cli(env, "keys", "list")
     assert len(listed) == 4 and all("api_key" not in k and "secret" not in json.dumps(k) for k in listed)
     assert not any(secret in json.dumps(listed) for secret, _ in keys.values())
-    log = open(home / "server.log", "w")  # a file, not a pipe: a full pipe would stall the server
-    proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {(home / 'server.log').read_text()[-3000:]}")
-    else:
-        proc.kill()
-        pytest.fail("server did not start within 90 s")
-    clients = {name: Client(url, secret) for name, (secret, _) in keys.items()}
-    clients["anonymous"] = Client(url)
-    clients["url"] = url
-    clients["home"] = home
-    clients["pid"] = proc.pid
-    yield clients
-    proc.terminate()
-    proc.wait(20)
-    log.close()
+    with serving(home, env) as (url, proc):
+        clients = {name: Client(url, secret) for name, (secret, _) in keys.items()}
+        clients["anonymous"] = Client(url)
+        clients["url"] = url
+        clients["home"] = home
+        clients["pid"] = proc.pid
+        yield clients
     assert "Traceback" not in (home / "server.log").read_text()
 
 

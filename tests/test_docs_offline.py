@@ -4,65 +4,29 @@ renders every operation of the API."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
-import time
 
 import httpx
 import pytest
+
+from realserver import CHROMIUM_FLAGS, chromium, serving
 
 OPERATIONS = ("/v1/collections/{collection}/identify", "/v1/collections/{collection}/subjects/{subject_id}/verify",
               "/v1/detect", "/v1/compare", "/v1/audit")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("docs")
-    port = free_port()
-    env = {**os.environ, "FACELEDGER_HOME": str(home), "FACELEDGER_PORT": str(port)}
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {(home / 'server.log').read_text()[-3000:]}")
-    else:
-        proc.kill()
-        pytest.fail("server did not start within 90 s")
-    yield url
-    proc.terminate()
-    proc.wait(20)
-    log.close()
+    with serving(tmp_path_factory.mktemp("docs")) as (url, _):
+        yield url
 
 
 def offline_dom(url: str, tmp_path) -> str:
     """The DOM of ``url`` as headless Chromium builds it, with every host but 127.0.0.1 unresolvable and every
     proxied connection refused: a page that needs a CDN stays blank."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        if os.environ.get("FACELEDGER_REQUIRE_DATA", "").lower() in ("1", "true", "yes"):
-            pytest.fail("chromium is missing although .ci/run installs it")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}",
+    browser = chromium()
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
              "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
              "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
              "--virtual-time-budget=10000"]

@@ -16,7 +16,7 @@ import pytest
 
 from faceledger.config import Settings
 from faceledger.service import Actor, Faceledger
-from test_api import free_port
+from realserver import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from importlib import resources
@@ -19,6 +18,7 @@ import pytest
 
 from faceledger.evaluation import demographics as demo
 from faceledger.evaluation.identify import fnir_at_fpir
+from realserver import CHROMIUM_FLAGS, chromium
 
 
 def _run_report(home, data_dir, *extra):
@@ -62,14 +62,8 @@ def no_nan(value) -> bool:
 
 def chromium_dom(page, tmp_path, screenshot: bool = False) -> str:
     """The DOM of ``page`` as headless Chromium builds it (and a screenshot checked to be a page, not a blank)."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        if os.environ.get("FACELEDGER_REQUIRE_DATA", "").lower() in ("1", "true", "yes"):
-            pytest.fail("chromium is missing although .ci/run installs it")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+    browser = chromium()
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     url = page.as_uri()
     dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120,
                          check=False).stdout
