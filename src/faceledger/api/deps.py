@@ -17,7 +17,7 @@ every refusal record run in worker threads, so a slow query never stalls other r
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
@@ -61,8 +61,13 @@ Pool = Annotated[InferencePool, Depends(get_pool)]
 async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` in a worker thread (database and file work stays off the event loop); a full
     disk comes out as StorageFull."""
+    return await _storage_errors(anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs)))
+
+
+async def _storage_errors(work: Awaitable[T]) -> T:
+    """``await work``, with a full or unavailable disk raised as its typed error."""
     try:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+        return await work
     except Exception as exc:
         full = storage_error(exc)
         if full is None:
@@ -157,13 +162,7 @@ class Operation:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the service in the inference pool (503 when it is full)."""
-        try:
-            return await self.pool.run(functools.partial(fn, *args, **kwargs))
-        except Exception as exc:
-            full = storage_error(exc)
-            if full is None:
-                raise
-            raise full from exc
+        return await _storage_errors(self.pool.run(functools.partial(fn, *args, **kwargs)))
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the service in a worker thread outside the inference pool (database work, slow work that is

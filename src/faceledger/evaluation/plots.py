@@ -15,6 +15,14 @@ import numpy as np  # noqa: E402
 from faceledger.evaluation.metrics import error_curve  # noqa: E402
 
 
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def roc_det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
     """``curves``: label -> (genuine scores, impostor scores). Writes ROC (left) and DET (right)."""
     fig, (roc, det) = plt.subplots(1, 2, figsize=(12, 5))
@@ -30,11 +38,7 @@ def roc_det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, ti
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best")
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def fnir_fpir_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
@@ -49,11 +53,7 @@ def fnir_fpir_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, 
            ylabel="False negative identification rate (FNIR)", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def group_bars_png(rows: dict[str, dict], path: Path, title: str, ylabel: str, *, unit: str = "%",
@@ -112,11 +112,7 @@ def group_bars_png(rows: dict[str, dict], path: Path, title: str, ylabel: str, *
         if solid or len(panels) == 1:
             ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
     fig.suptitle(textwrap.fill(title, max(40, int(fig.get_figwidth() * 11))), fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def rate_label(value: float | None, unit: str = "%") -> str:
@@ -164,11 +160,7 @@ def score_histograms_png(samples: dict[str, np.ndarray], thresholds: dict[str, f
         ax.text(t, ax.get_ylim()[1] * 0.95, f" {label}", fontsize=8, rotation=90, va="top")
     ax.set(title=title, xlabel="similarity of impostor pairs", ylabel="density", yscale="log")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def open_set_png(results: dict[str, dict], path: Path, title: str) -> Path:
@@ -215,11 +207,7 @@ def open_set_png(results: dict[str, dict], path: Path, title: str) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best", fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def open_set_groups_png(groups: dict[str, dict], path: Path, title: str, target: float) -> Path:
