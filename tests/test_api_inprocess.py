@@ -462,3 +462,13 @@ def test_every_operation_writes_exactly_one_audit_record(cast, people, tmp_path)
     missing = cast["admin"].http.get("/v1/report")  # no report generated in this home yet
     assert missing.status_code == 404 and "faceledger report" in missing.json()["error"]["message"]
     assert cast["app"].http.get("/v1/report").status_code == 403
+
+
+def test_unknown_form_fields_are_refused(api, people):
+    """The multipart schema cannot say "no other fields" in a way a form can violate with nulls, so the server
+    says it: an unknown field is a 422 naming it, as in JSON."""
+    photo = (people / "bbt" / "amy" / "amy1.png").read_bytes()
+    r = api["app"].http.post("/v1/detect", files={"image": photo}, data={"colour": "blue"})
+    assert r.status_code == 422 and "colour" in r.text
+    r = api["app"].http.post("/v1/detect", json={"image": base64.b64encode(photo).decode(), "colour": "blue"})
+    assert r.status_code == 422 and "colour" in r.text

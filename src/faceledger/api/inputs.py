@@ -58,6 +58,10 @@ def openapi_body(model: type[BaseModel]) -> dict:
     if not images:
         return {"requestBody": {"required": True, "content": {"application/json": {"schema": json_schema}}}}
     multipart = copy.deepcopy(json_schema)
+    # a form cannot carry null or nested values, so a schema-invalid extra field of that kind cannot be sent as
+    # one; the server still refuses every unknown field (422), which the description says
+    if multipart.pop("additionalProperties", True) is False:
+        multipart["description"] = (multipart.get("description", "") + " Unknown fields are refused.").strip()
     for name, prop in multipart["properties"].items():  # a form field is left out, never sent as null
         options = [o for o in prop.get("anyOf", ()) if o.get("type") != "null"]
         if len(options) == 1 and name not in multipart.get("required", ()):
