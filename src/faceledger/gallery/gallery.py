@@ -23,11 +23,10 @@ from faceledger.gallery.schema import utcnow
 from faceledger.gallery.store import SqlStore
 from faceledger.imaging import ImageInput
 from faceledger.matching.calibration import Calibration, load_calibration
-from faceledger.matching.openset import OpenSetPolicy
+from faceledger.matching.openset import OpenSetPolicy, check_target_fpir
 from faceledger.pipeline.engine import FaceEngine
 from faceledger.vectors import open_vector_store
 
-MAX_TARGET_FPIR = 0.5
 Ranked = list[tuple[str, str | None, float]]  # (subject id, display name, best similarity), best first
 
 
@@ -98,8 +97,7 @@ class Gallery:
         return self.store.update_collection(c.id, target_fpir=target_fpir, target_fmr=target_fmr)
 
     def _check_targets(self, target_fpir: float, target_fmr: float) -> None:
-        if not 0 < target_fpir <= MAX_TARGET_FPIR:
-            raise InvalidArgument(f"target_fpir is a probability in (0, {MAX_TARGET_FPIR}]", target_fpir=target_fpir)
+        check_target_fpir(target_fpir)
         if not 0 < target_fmr < 1:
             raise InvalidArgument("target_fmr is a probability in (0, 1)", target_fmr=target_fmr)
         self.calibration.threshold(target_fmr)  # refuses an FMR the calibration cannot support
@@ -221,7 +219,7 @@ class Gallery:
     # ------------------------------------------------------------------ search
     def search(self, c: CollectionRef, templates: np.ndarray, top_k: int) -> list[Ranked]:
         """Top-k subjects per template, each scored by its best face; only faces SQL still holds."""
-        return [ranked[:top_k] for ranked, _ in self._search(c, templates, max(top_k * 4, 20))]
+        return [ranked[:top_k] for ranked, _ in self.search_for_decision(c, templates, top_k)]
 
     def search_for_decision(self, c: CollectionRef, templates: np.ndarray,
                             top_k: int) -> list[tuple[Ranked, float | None]]:
@@ -229,11 +227,9 @@ class Gallery:
         bound on the subjects not found. Each face fetched belongs to a found subject, so when fewer than two
         subjects are found in a full fetch, the lowest score fetched bounds every other subject's best score
         (so the second-subject rule of the open-set decision cannot be skipped by one subject's many faces)."""
-        return self._search(c, templates, max(top_k * 4, 20))
-
-    def _search(self, c: CollectionRef, templates: np.ndarray, fetch: int) -> list[tuple[Ranked, float | None]]:
         if not len(templates):
             return []
+        fetch = max(top_k * 4, 20)
         scores, ids = self.vectors.search(c.id, templates, fetch)
         owner = self.store.owners(c.id, sorted({int(i) for i in ids.ravel() if i >= 0}))
         out = []

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceledger.errors import NotCalibrated
+from faceledger.errors import InvalidArgument, NotCalibrated
 from faceledger.matching.calibration import Calibration, Threshold
 
 
@@ -116,8 +116,15 @@ def fpir_at_score(calibration: Calibration, score: float, n: int) -> tuple[float
 MATCH, REVIEW, UNKNOWN = "match", "review", "unknown"
 REVIEW_FACTOR = 10.0  # the review band: scores a stranger reaches in at most 10x the target's searches
 MAX_REVIEW_FPIR = 0.5
+MAX_TARGET_FPIR = 0.5  # a policy that lets every other stranger be "matched" is no policy
 MAX_SCORE = 1.0  # cosine similarity of unit templates
 REVIEW_CAP = 0.95  # the review band never starts above this similarity (far above every impostor measured)
+
+
+def check_target_fpir(value: float, field: str = "target_fpir") -> None:
+    """Refuse (InvalidArgument, naming ``field``) a target FPIR outside (0, MAX_TARGET_FPIR]."""
+    if not 0 < value <= MAX_TARGET_FPIR:
+        raise InvalidArgument(f"{field} is a probability in (0, {MAX_TARGET_FPIR}]", **{field: value})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from faceledger.audit.log import AuditLog, Verification
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, NotFound
 from faceledger.gallery import outbox
-from faceledger.gallery.gallery import MAX_TARGET_FPIR, Gallery
+from faceledger.gallery.gallery import Gallery
 from faceledger.gallery.records import (
     CollectionInfo,
     Consent,
@@ -34,6 +34,7 @@ from faceledger.gallery.storage import check_writable, storage_error
 from faceledger.imaging import ImageInput
 from faceledger.matching.compare import Comparison, Template, compare, decide
 from faceledger.matching.decisions import IdentifyResult, open_set
+from faceledger.matching.openset import check_target_fpir
 from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
 from faceledger.service import events as ev
 from faceledger.service.actor import Actor
@@ -46,7 +47,8 @@ READ_SCOPES = ("enroll", "identify", "verify")
 OPERATION_SCOPES: dict[str, tuple[str, ...]] = {
     "detect": ("detect",), "compare": ("verify",), "identify": ("identify",), "verify": ("verify",),
     "enroll": ("enroll",), "erase": ("enroll",), "subject.create": ("enroll",), "subjects.read": ("enroll",),
-    "collections.read": READ_SCOPES, "collection.create": ("admin",), "collection.update": ("admin",), "collection.delete": ("admin",),
+    "collections.read": READ_SCOPES, "collection.create": ("admin",), "collection.update": ("admin",),
+    "collection.delete": ("admin",),
     "key.create": ("admin",), "key.revoke": ("admin",), "keys.read": ("admin",), "audit.query": ("admin",),
     "audit.verify": ("admin",), "audit.export": ("admin",), "report.read": ("admin",), "index": ("admin",),
 }
@@ -276,8 +278,8 @@ class Faceledger:
             self.authorize(actor, "identify")
             if not 1 <= top_k <= 100:
                 raise InvalidArgument("top_k is between 1 and 100")
-            if target_fpir is not None and not 0 < target_fpir <= MAX_TARGET_FPIR:
-                raise InvalidArgument(f"fpir is a probability in (0, {MAX_TARGET_FPIR}]", fpir=target_fpir)
+            if target_fpir is not None:
+                check_target_fpir(target_fpir, "fpir")
             c = self.gallery.collection(collection, actor.tenant, for_search=True)
             if target_fpir is not None and target_fpir > c.target_fpir and not actor.has("admin"):
                 raise Forbidden(f"a search may be stricter than the collection's policy (target FPIR "
