@@ -135,3 +135,53 @@ def test_image_bootstrap_is_wider_when_one_image_dominates():
     assert by_images.bootstrap_method == "images" and by_images.xi == by_pairs.xi
     spread = lambda m: np.quantile(m.boot_p_u, 0.95) / np.quantile(m.boot_p_u, 0.05)
     assert spread(by_images) > 1.5 * spread(by_pairs)
+
+
+def test_a_pair_repeated_m_times_at_weight_1_over_m_is_one_pair():
+    # identity balance: m photo pairs of the same two people, each weighing 1/m, count as one pair
+    rng = np.random.default_rng(11)
+    scores = rng.exponential(0.1, 200_000)
+    repeats = rng.integers(1, 6, len(scores))
+    model = fit_tail(scores, k=2_000, bootstrap=20)
+    weighted = fit_tail(np.repeat(scores, repeats), k=2_000, bootstrap=20, weights=1.0 / np.repeat(repeats, repeats))
+    assert weighted.weighted and weighted.n == pytest.approx(len(scores))
+    assert weighted.u == model.u and weighted.p_u == pytest.approx(model.p_u)
+    assert (weighted.xi, weighted.sigma) == pytest.approx((model.xi, model.sigma), rel=1e-4)
+    assert weighted.threshold_point(1e-7) == pytest.approx(model.threshold_point(1e-7), rel=1e-4)
+
+
+def test_a_family_of_many_photos_does_not_set_the_weighted_tail():
+    # 200 x 200 photo pairs of two look-alike people score high; counted per photo pair they are 40,000
+    # of the top scores, counted per pair of people one
+    rng = np.random.default_rng(12)
+    base = rng.exponential(0.1, 2_000_000)
+    family = rng.normal(0.9, 0.05, 40_000)
+    scores = np.concatenate([base, family])
+    weights = np.concatenate([np.ones(len(base)), np.full(len(family), 1 / 40_000)])
+    clean = fit_tail(base, k=2_000, bootstrap=20)
+    per_photo = fit_tail(scores, k=2_000, bootstrap=20)
+    per_person = fit_tail(scores, k=2_000, bootstrap=20, weights=weights)
+    assert per_photo.u > 0.8 > clean.u  # the family is the whole unweighted tail
+    assert per_person.u == pytest.approx(clean.u, abs=0.01)
+    assert per_person.threshold_point(1e-7) == pytest.approx(clean.threshold_point(1e-7), abs=0.02)
+
+
+def test_weighted_image_bootstrap_needs_consistent_image_weights():
+    rng = np.random.default_rng(13)
+    n_images, n = 5_000, 500_000
+    a, b = rng.integers(0, n_images, n), rng.integers(0, n_images, n)
+    iw = rng.choice([1.0, 0.5, 0.25], n_images)
+    scores = rng.exponential(0.1, n)
+    top = np.argsort(scores)[::-1][:20_000]
+    pairs = (scores[top], a[top], b[top])
+    model = fit_tail(scores, k=1_000, bootstrap=30, top_pairs=pairs, n_images=n_images, weights=iw[a] * iw[b],
+                     image_weights=iw)
+    assert model.bootstrap_method == "images" and model.weighted
+    assert model.p_u * model.n == pytest.approx(1_000, rel=0.01)  # the tail holds k of weight
+    assert model.fmr_lower(0.9) <= model.fmr(0.9) <= model.fmr_upper(0.9)
+    with pytest.raises(ValueError, match="image_weights"):
+        fit_tail(scores, k=1_000, bootstrap=5, top_pairs=pairs, n_images=n_images, weights=iw[a] * iw[b],
+                 image_weights=np.ones(n_images))
+    again = TailModel.from_dict(model.to_dict())
+    assert again.weighted and again.n == pytest.approx(model.n) and again.threshold(model.floor) == pytest.approx(
+        model.threshold(model.floor), rel=1e-5)

@@ -172,7 +172,7 @@ def _print_open_set(r: dict) -> None:
     margin = advice["margin"] if advice["margin"] is not None else 0.0
     table = Table(title=f"Open-set identification, profile {r['profile']}, margin {margin:g}"
                         f"{' (recommended)' if advice['margin'] is not None else ' (no margin met the rule)'}")
-    for col in ("gallery (faces)", "target FPIR", "measured FPIR (95% CI)", "events / probes", "conclusive?",
+    for col in ("gallery (faces)", "target FPIR", "measured FPIR (95% CI)", "events / strangers", "conclusive?",
                 "FNIR", "wrong-person", "review mated / non-mated", "basis (threshold)"):
         table.add_column(col, justify="right")
     for g in r["galleries"]:
@@ -207,15 +207,12 @@ def _print_open_set(r: dict) -> None:
         seeds = max(x["seeds"] for by_target in r["seed_spread"].values() for x in by_target.values())
         spread = Table(title=f"The same sizes drawn with {seeds} seeds (margin {min(r['margins']):g}): "
                              "min / median / max")
-        for col in ("gallery", "target FPIR", "measured FPIR", "within 2x of target", "FNIR", "wrong-person"):
+        for col in ("gallery", "target FPIR", "FPIR of one gallery", "within 2x of target"):
             spread.add_column(col, justify="right")
         for name, by_target in r["seed_spread"].items():
             for f, x in by_target.items():
-                spread.add_row(name, f, *[" / ".join(_rate_text(x[k][q]) for q in ("min", "median", "max"))
-                                          for k in ("fpir",)],
-                               f"{x['share_within_factor_2']:.0%} of galleries",
-                               *[" / ".join(_rate_text(x[k][q]) for q in ("min", "median", "max"))
-                                 for k in ("fnir", "wrong_person")])
+                spread.add_row(name, f, " / ".join(_rate_text(x["fpir"][q]) for q in ("min", "median", "max")),
+                               f"{x['share_within_factor_2']:.0%} of galleries")
         wide.print(spread)
     largest = r["galleries"][-1] if r["galleries"] else None
     if largest:

@@ -53,6 +53,7 @@ from faceledger.config import Settings
 from faceledger.evaluation import demographics as demo
 from faceledger.evaluation.batch import FALLBACK, embed_files
 from faceledger.evaluation.calibrate import SCREEN_FMR, face_sets, possibly_same_person
+from faceledger.evaluation.metrics import wilson_interval
 from faceledger.matching.calibration import Calibration, load_calibration
 from faceledger.matching.openset import MATCH, REVIEW, OpenSetPolicy
 from faceledger.pipeline.engine import Components, FaceEngine
@@ -65,6 +66,7 @@ DEFAULT_TARGET = 1e-3  # the default open-set policy (Settings.default_target_fp
 MIN_EVENTS = demo.MIN_ERRORS  # a measured FPIR is conclusive where the target expects this many events
 MAX_WRONG_PERSON = 1e-3  # the margin recommendation: wrong-person matches at most 0.1% of mated probes
 SEED = 0
+DRAWS = 8  # galleries drawn per size below the largest: who a gallery holds moves its FPIR
 CHUNK = 1024
 LFW, UTK, PEOPLE = "LFW", "UTKFace sample", "named people"
 PROTOCOL = __doc__.split("\n\n")[1].replace("\n", " ")
@@ -89,6 +91,12 @@ class FaceTemplates:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def people(self) -> np.ndarray:
+        """A person number per face: its LFW person; a face outside LFW is a person of its own (no labels)."""
+        keys = np.array([f"{LFW}:{p}" if s == LFW and p is not None else f"face:{path}"
+                         for s, p, path in zip(self.source, self.person, self.paths)], dtype=str)
+        return np.unique(keys, return_inverse=True)[1] if len(keys) else np.empty(0, np.int64)
 
     def subset(self, keep: np.ndarray) -> FaceTemplates:
         keep = np.asarray(keep)
@@ -322,19 +330,38 @@ def rate(errors: int, trials: int) -> dict:
     return demo.rate(int(errors), int(trials))
 
 
-def fpir_figure(events: int, probes: int, target: float) -> dict:
-    expected = target * probes
-    r = rate(events, probes)
+def strangers(matched: np.ndarray, nonmated: np.ndarray, people: np.ndarray) -> tuple[float, int]:
+    """(events, strangers): each person with non-mated probes counts once, as the share of their probes matched."""
+    ids = people[nonmated]
+    if not len(ids):
+        return 0.0, 0
+    photos = np.bincount(ids)
+    hits = np.bincount(ids, weights=matched[nonmated].astype(float), minlength=len(photos))
+    present = photos > 0
+    return float((hits[present] / photos[present]).sum()), int(present.sum())
+
+
+def fpir_figure(events: float, probes: int, target: float, draws: int = 1) -> dict:
+    """An FPIR of ``events`` (a person counts as the share of their photos matched) among ``probes`` strangers.
+
+    ``draws``: galleries of one size pooled (the same strangers searched against each): the rate is
+    their mean, and the interval and the conclusive rule count the strangers of one draw.
+    """
+    per_draw = probes / max(draws, 1)
+    expected = target * per_draw
+    value = events / probes if probes else None
+    lo, hi = wilson_interval(value * per_draw, per_draw) if probes else (None, None)
     conclusive = bool(expected >= MIN_EVENTS)
-    within = None if r["rate"] is None else bool(target / 2 <= r["rate"] <= 2 * target)
-    lo, hi = r["ci95"] or (None, None)
+    within = None if value is None else bool(target / 2 <= value <= 2 * target)
     where = None if lo is None else "above" if lo > target else "below" if hi < target else "inside"
-    return {**r, "events": int(events), "expected_events": expected, "conclusive": conclusive,
+    return {"rate": value, "errors": round(events, 3), "trials": int(round(per_draw)),
+            "ci95": None if lo is None else [lo, hi], "events": round(events / max(draws, 1), 3),
+            "expected_events": expected, "conclusive": conclusive, "draws": draws,
             "interval_vs_target": where,  # "above": the whole 95% interval lies above the target
             "verdict": ("within a factor of 2 of the target" if within else "NOT within a factor of 2 of the target")
-            if conclusive else f"not conclusive: the target expects {expected:.3g} events among {probes:,} probes, "
-                               f"fewer than {MIN_EVENTS}",
-            "within_factor_2": within, "at_most_target": None if r["rate"] is None else bool(r["rate"] <= target)}
+            if conclusive else f"not conclusive: the target expects {expected:.3g} events among {per_draw:,.0f} "
+                               f"strangers, fewer than {MIN_EVENTS}",
+            "within_factor_2": within, "at_most_target": None if value is None else bool(value <= target)}
 
 
 def decide(policy: OpenSetPolicy, s: Searched) -> np.ndarray:
@@ -350,9 +377,15 @@ def decide(policy: OpenSetPolicy, s: Searched) -> np.ndarray:
     return decisions
 
 
-def count(policy: OpenSetPolicy, s: Searched, probes: np.ndarray | None = None) -> dict:
-    """The figures of one policy on one gallery's searches (``probes``: which templates count)."""
+def count(policy: OpenSetPolicy, s: Searched, probes: np.ndarray | None = None,
+          people: np.ndarray | None = None) -> dict:
+    """The figures of one policy on one gallery's searches (``probes``: which templates count).
+
+    FPIR counts strangers (``people``: a person number per template; default each template its own
+    person), each as the share of their photos decided "match"; ``fpir_images`` counts photos.
+    """
     probes = np.ones(len(s.top), bool) if probes is None else probes
+    people = np.arange(len(s.top)) if people is None else people
     decisions = decide(policy, s)
     mated = probes & (s.own_subject >= 0)
     nonmated = probes & (s.own_subject < 0)
@@ -366,7 +399,8 @@ def count(policy: OpenSetPolicy, s: Searched, probes: np.ndarray | None = None) 
     n_m, n_n = int(mated.sum()), int(nonmated.sum())
     return {
         "policy": {**policy.to_dict(), "basis": policy.threshold.basis if policy.threshold else "unsupported"},
-        "fpir": fpir_figure(int((nonmated & match).sum()), n_n, policy.target_fpir),
+        "fpir": fpir_figure(*strangers(match, nonmated, people), policy.target_fpir),
+        "fpir_images": rate(int((nonmated & match).sum()), n_n),
         "fnir": rate(n_m - int((mated & right).sum()), n_m),
         "wrong_person": {**rate(int(wrong.sum()), n_m),
                          "at_most_0.1%": bool(n_m and wrong.sum() <= MAX_WRONG_PERSON * n_m)},
@@ -396,9 +430,10 @@ def audit(policy: OpenSetPolicy, s: Searched, t: FaceTemplates, g: GallerySplit,
 
 
 def group_fpir(policy: OpenSetPolicy, s: Searched, groups: dict[str, np.ndarray],
-               probes: np.ndarray | None = None) -> dict:
-    """FPIR per group of each attribute, over the non-mated probes carrying that attribute's label."""
+               probes: np.ndarray | None = None, people: np.ndarray | None = None) -> dict:
+    """FPIR per group of each attribute, over the strangers whose non-mated probes carry that attribute's label."""
     probes = np.ones(len(s.top), bool) if probes is None else probes
+    people = np.arange(len(s.top)) if people is None else people
     decisions = decide(policy, s)
     nonmated = probes & (s.own_subject < 0)
     match = decisions == MATCH
@@ -410,7 +445,7 @@ def group_fpir(policy: OpenSetPolicy, s: Searched, groups: dict[str, np.ndarray]
         out[attribute] = {}
         for name in names:
             mine = nonmated & (labels == name)
-            out[attribute][name] = fpir_figure(int((mine & match).sum()), int(mine.sum()), policy.target_fpir)
+            out[attribute][name] = fpir_figure(*strangers(match, mine, people), policy.target_fpir)
         values = [v["rate"] for v in out[attribute].values() if v["conclusive"] and v["rate"]]
         out[attribute] = {"groups": out[attribute],
                           "max_min_ratio": max(values) / min(values) if len(values) >= 2 else None}
@@ -449,67 +484,116 @@ def recommend_margin(galleries: list[dict], margins: Sequence[float], targets: S
             "fnir_cost": cost}
 
 
+def pool(rows: list[dict]) -> dict:
+    """One policy's figures over several galleries of one size (the same probes searched against each).
+
+    FPIR: the strangers' events summed over the draws (their mean rate), with each draw's rate; the
+    others: errors and trials summed.
+    """
+    first = rows[0]
+    if len(rows) == 1:
+        return {**first, "fpir": {**first["fpir"], "per_draw": [first["fpir"]["rate"]]}}
+    target = first["policy"]["target_fpir"]
+
+    def summed(key: str, sub: str | None = None) -> dict:
+        parts = [r[key][sub] if sub else r[key] for r in rows]
+        return rate(sum(x["errors"] for x in parts), sum(x["trials"] for x in parts))
+
+    events = sum(r["fpir"]["errors"] for r in rows)
+    people = sum(r["fpir"]["trials"] for r in rows)
+    wrong = summed("wrong_person")
+    return {**first,
+            "fpir": {**fpir_figure(events, people, target, draws=len(rows)),
+                     "per_draw": [round(r["fpir"]["rate"], 6) if r["fpir"]["rate"] is not None else None
+                                  for r in rows]},
+            "fpir_images": summed("fpir_images"), "fnir": summed("fnir"),
+            "wrong_person": {**wrong, "at_most_0.1%": bool(wrong["trials"] and
+                                                           wrong["errors"] <= MAX_WRONG_PERSON * wrong["trials"])},
+            "review": {"mated": summed("review", "mated"), "nonmated": summed("review", "nonmated")},
+            "two_subjects_above_threshold": sum(r["two_subjects_above_threshold"] for r in rows),
+            "two_matches_for_one_probe": sum(r["two_matches_for_one_probe"] for r in rows)}
+
+
+def pool_groups(per_draw: list[dict], target: float) -> dict:
+    """group_fpir over several draws: each group's events and strangers summed over the draws that hold it."""
+    out = {}
+    for attribute in dict.fromkeys(a for d in per_draw for a in d):
+        held = [d[attribute]["groups"] for d in per_draw if attribute in d]
+        figures = {}
+        for name in dict.fromkeys(n for groups in held for n in groups):
+            mine = [groups[name] for groups in held if name in groups]
+            figures[name] = fpir_figure(sum(x["errors"] for x in mine), sum(x["trials"] for x in mine), target,
+                                        draws=len(mine))
+        values = [v["rate"] for v in figures.values() if v["conclusive"] and v["rate"]]
+        out[attribute] = {"groups": figures, "max_min_ratio": max(values) / min(values) if len(values) >= 2 else None}
+    return out
+
+
 def evaluate_templates(t: FaceTemplates, policy_for: PolicyFor, *, sizes: Sequence[int | None] = SIZES,
                        targets: Sequence[float] = TARGETS, margins: Sequence[float] = MARGINS,
                        group_targets: Sequence[float] = (DEFAULT_TARGET, 1e-2), group_margin: float = 0.0,
-                       seed: int = SEED, progress: Callable | None = None) -> dict:
-    """The evaluation of the module docstring on ``t`` (already screened): galleries, figures, margin advice."""
-    galleries = []
-    splits = split_galleries(t, sizes, seed)
-    for g in (progress(splits, f"searching {len(splits)} galleries") if progress else splits):
+                       seed: int = SEED, draws: int = DRAWS, progress: Callable | None = None) -> dict:
+    """The evaluation of the module docstring on ``t`` (already screened): galleries, figures, margin advice.
+
+    Each size smaller than the largest is drawn ``draws`` times (seeds ``seed`` ...); its figures pool
+    the draws (see :func:`pool`), and the first draw's gallery is described (its errors listed).
+    """
+    people = t.people()
+    jobs = [(size, seed + d) for size in sizes for d in range(1 if size is None else max(draws, 1))]
+    by_size: dict = {}
+    for size, s_seed in (progress(jobs, f"searching {len(jobs)} galleries") if progress else jobs):
+        splits = split_galleries(t, (size,), s_seed)
+        if not splits or (size is not None and splits[0].name == "largest" and s_seed != seed):
+            continue
+        g = splits[0]
         start = time.perf_counter()
         s = search(t, g)
         search_s = time.perf_counter() - start
-        results = [count(policy_for(f, g.size, m), s) for f in targets for m in margins]
-        groups = {f"{f:g}": group_fpir(policy_for(f, g.size, group_margin), s, t.groups) for f in group_targets}
+        entry = by_size.setdefault(g.name, {"draws": []})
+        entry["draws"].append({
+            "results": [count(policy_for(f, g.size, m), s, people=people) for f in targets for m in margins],
+            "groups": {f"{f:g}": group_fpir(policy_for(f, g.size, group_margin), s, t.groups, people=people)
+                       for f in group_targets}})
+        if len(entry["draws"]) > 1:
+            continue
         mated = int((s.own_subject >= 0).sum())
-        galleries.append({
+        entry["gallery"] = {
             "name": g.name, "faces": g.size, "subjects": len(g.subjects), "enrolled_people": g.enrolled_people,
             "distractors": g.distractors, "mated_probes": mated, "nonmated_probes": len(t) - mated,
+            "strangers": int(len(np.unique(people[s.own_subject < 0]))),
             "nonmated_by_source": {str(k): int(((s.own_subject < 0) & (t.source == k)).sum())
                                    for k in (LFW, UTK, PEOPLE)},
-            "search_seconds": round(search_s, 3), "results": results,
-            "match_errors": {"margin": min(margins), "by_target": {
-                f"{f:g}": audit(policy_for(f, g.size, min(margins)), s, t, g) for f in targets}},
-            "groups": {"margin": group_margin, "by_target": groups}})
-    return {"galleries": galleries, "recommended_margin": recommend_margin(galleries, margins, targets)}
+            "search_seconds": round(search_s, 3),
+            "match_errors": {"margin": min(margins), "draw": 0, "by_target": {
+                f"{f:g}": audit(policy_for(f, g.size, min(margins)), s, t, g) for f in targets}}}
+    galleries = []
+    for entry in by_size.values():
+        n = len(entry["draws"])
+        results = [pool([d["results"][i] for d in entry["draws"]]) for i in range(len(entry["draws"][0]["results"]))]
+        groups = {f: pool_groups([d["groups"][f] for d in entry["draws"]], float(f)) for f in entry["draws"][0]["groups"]}
+        galleries.append({**entry["gallery"], "draws": n, "results": results,
+                          "groups": {"margin": group_margin, "by_target": groups}})
+    return {"galleries": galleries, "recommended_margin": recommend_margin(galleries, margins, targets),
+            "seed_spread": spread(galleries, min(margins))}
 
 
-def seed_spread(t: FaceTemplates, policy_for: PolicyFor, sizes: Sequence[int | None], targets: Sequence[float],
-                margin: float = 0.0, seeds: int = 8, progress: Callable | None = None) -> dict:
-    """FPIR, FNIR and wrong-person rate of the galleries drawn with seeds 0..seeds-1, per size and target.
-
-    The people a gallery holds matter more than its probe count: some people attract false matches
-    (and some LFW names share a person), so galleries of one size drawn with other seeds give other
-    figures; the Wilson interval of one gallery does not include this. The largest gallery holds
-    every face and is the same for every seed.
-    """
-    fixed = [size for size in sizes if size is not None]
-    jobs = [(size, seed) for size in fixed for seed in range(seeds)]
-    rows: dict = {}
-    for size, seed in (progress(jobs, f"{len(jobs)} galleries drawn with other seeds") if progress else jobs):
-        splits = split_galleries(t, (size,), seed)
-        if not splits or splits[0].name == "largest":
+def spread(galleries: list[dict], margin: float) -> dict:
+    """Per size drawn more than once and target: the draws' FPIR (min / median / max) at ``margin``."""
+    out: dict = {}
+    for g in galleries:
+        if g["draws"] < 2:
             continue
-        s = search(t, splits[0])
-        for f in targets:
-            r = count(policy_for(f, splits[0].size, margin), s)
-            entry = rows.setdefault(splits[0].name, {}).setdefault(
-                f"{f:g}", {"fpir": [], "fnir": [], "wrong_person": []})
-            for key in entry:
-                entry[key].append(r[key]["rate"])
-    out = {}
-    for name, by_target in rows.items():
-        out[name] = {}
-        for f, values in by_target.items():
-            fpir = np.array(values["fpir"], float)
-            target = float(f)
-            out[name][f] = {
-                "seeds": len(fpir), "margin": margin,
-                **{k: {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)),
-                       "values": [round(float(x), 6) for x in v]} for k, v in values.items()},
-                "share_within_factor_2": float(np.mean((fpir >= target / 2) & (fpir <= 2 * target))),
-                "share_at_most_target": float(np.mean(fpir <= target))}
+        for r in g["results"]:
+            if r["policy"]["margin"] != margin:
+                continue
+            target = r["policy"]["target_fpir"]
+            values = np.array([v for v in r["fpir"]["per_draw"] if v is not None], float)
+            out.setdefault(g["name"], {})[f"{target:g}"] = {
+                "seeds": len(values), "margin": margin,
+                "fpir": {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max()),
+                         "values": [round(float(x), 6) for x in values]},
+                "share_within_factor_2": float(np.mean((values >= target / 2) & (values <= 2 * target))),
+                "share_at_most_target": float(np.mean(values <= target))}
     return out
 
 
@@ -563,14 +647,14 @@ def acceptance(result: dict, default_target: float = DEFAULT_TARGET) -> dict:
 def evaluate_open_set(settings: Settings, profile: str, data_dir: Path, sizes: Sequence[int | None] = SIZES,
                       targets: Sequence[float] = TARGETS, margins: Sequence[float] = MARGINS, *,
                       workers: int | None = None, seed: int = SEED, quick: bool = False,
-                      templates: FaceTemplates | None = None, unscreened: bool = True, spread_seeds: int = 8,
+                      templates: FaceTemplates | None = None, unscreened: bool = True, draws: int = DRAWS,
                       progress: Callable | None = None) -> dict:
     """FPIR, FNIR, wrong-person matches and review share of the open-set policy on real galleries.
 
     See the module docstring for the protocol. ``templates``: already loaded (else every usable face
     of ``data_dir`` is embedded, cached); ``unscreened``: also report the figures without the
-    possibly-same-person screen; ``spread_seeds``: also draw the smaller galleries with that many seeds
-    (:func:`seed_spread`; 0: not); ``quick`` only labels the result (the caller chose a subset).
+    possibly-same-person screen; ``draws``: galleries drawn per size below the largest (pooled, see
+    :func:`evaluate_templates`); ``quick`` only labels the result (the caller chose a subset).
     """
     started = time.perf_counter()
     engine = FaceEngine(settings, profile)
@@ -585,11 +669,10 @@ def evaluate_open_set(settings: Settings, profile: str, data_dir: Path, sizes: S
     policy_for = calibration_policies(calibration)
     kwargs = {"sizes": sizes, "targets": targets, "margins": margins, "seed": seed,
               "group_margin": settings.match_margin,
-              "group_targets": tuple(dict.fromkeys((DEFAULT_TARGET, settings.default_target_fpir, 1e-2)))}
+              "group_targets": tuple(dict.fromkeys((DEFAULT_TARGET, settings.default_target_fpir, 1e-2))),
+              "draws": draws}
     result = evaluate_templates(screened, policy_for, progress=progress, **kwargs)
     raw = evaluate_templates(all_faces, policy_for, **kwargs) if unscreened else None
-    spread = seed_spread(screened, policy_for, sizes, targets, min(margins), spread_seeds, progress) \
-        if spread_seeds else {}
     out = {
         "quick": quick, "protocol": PROTOCOL, "profile": profile, "model_id": engine.model_id, "seed": seed,
         "targets": list(targets), "margins": list(margins), "default_target_fpir": DEFAULT_TARGET,
@@ -605,7 +688,6 @@ def evaluate_open_set(settings: Settings, profile: str, data_dir: Path, sizes: S
         "calibration": {"source": calibration.source, "impostor_pairs": calibration.impostor_pairs,
                         "resolution": calibration.resolution, "lowest_fmr": calibration.lowest_fmr},
         **result,
-        "seed_spread": spread,
         "unscreened": None if raw is None else {"galleries": [_brief(g) for g in raw["galleries"]],
                                                 "recommended_margin": raw["recommended_margin"]["margin"]},
     }
@@ -633,7 +715,7 @@ def report_section(settings: Settings, profile: str, data_dir: Path, lfw: tuple,
     faces = load_templates(settings, profile, data_dir, workers, lfw=lfw, utk_per_cell=utk_per_cell)
     result = evaluate_open_set(settings, profile, data_dir, sizes=(None,), targets=targets,
                                margins=(settings.match_margin,), quick=quick, templates=faces, unscreened=False,
-                               spread_seeds=0)
+                               draws=1)
     return section_from_result(result, settings.match_margin, settings.default_target_fpir,
                                seconds=round(time.perf_counter() - started, 1))
 

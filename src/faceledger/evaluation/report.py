@@ -531,8 +531,9 @@ def _open_set_sentences(r: dict) -> list[dict]:
     text = (f"With the default open-set policy (FPIR {key}: at most {one_in(float(key))} searches for someone who is "
             f"not enrolled should return a match), searching a gallery of "
             f"{s.fig(['open_set', 'gallery', 'faces'], count(o['gallery']['faces']))} faces with "
-            f"{s.fig(base + ['trials'], count(f['trials']))} photos of people who are not enrolled returned a match "
-            f"{s.fig(base + ['events'], plural(f['events'], 'time'))} ({s.fig(base + ['rate'], pct(f['rate']))}). ")
+            f"photos of {s.fig(base + ['trials'], count(f['trials']))} people who are not enrolled returned a match "
+            f"for {s.fig(base + ['events'], sig(f['events']))} of them ({s.fig(base + ['rate'], pct(f['rate']))}; "
+            "a person counts as the share of their photos matched). ")
     lo, hi = f["ci95"] or (0.0, 0.0)
     if f["conclusive"]:
         text += f"With this many searches the figure is conclusive (95% interval {pct(lo)} to {pct(hi)})."
@@ -703,7 +704,7 @@ def _open_set_html(o: dict, img) -> str:
         verdict = "yes" if x["conclusive"] else f"no: {sig(x['expected_events'])} expected events, fewer than " \
                                                    f"{demo.MIN_ERRORS}"
         cls = "" if x["conclusive"] else ' class="nc"'
-        return (f"<td><span{cls}>{pct(x['rate'])}</span></td><td>{span}</td><td>{x['events']:,} / "
+        return (f"<td><span{cls}>{pct(x['rate'])}</span></td><td>{span}</td><td>{sig(x['events'])} / "
                 f"{x['trials']:,}</td><td class='note'>{e(verdict)}</td>")
 
     parts = [
@@ -711,11 +712,12 @@ def _open_set_html(o: dict, img) -> str:
         f"<p>FPIR (false positive identification rate): the share of searches by people who are not enrolled that "
         f"return a match. A gallery of every usable LFW face ({g['faces']:,} faces, {g['subjects']:,} subjects) is "
         f"searched with {g['nonmated_probes']:,} photos of people not in it; the policy's thresholds are derived "
-        f"for that gallery size (margin {o['margin']:g}). Each group's FPIR counts its own non-mated searches; "
+        f"for that gallery size (margin {o['margin']:g}). Each person not enrolled counts once, as the share of "
+        f"their photos matched (events); each group's FPIR counts its own such people; "
         f"<em>not conclusive</em> where the target expects fewer than {demo.MIN_ERRORS} false matches among them. "
         "Labels come from the evaluation data only (LFW's gender and race lists, UTKFace's annotations).</p>",
         "<table><tr><th>target FPIR</th><th>threshold</th><th>measured FPIR</th><th>95% interval</th>"
-        "<th>events / searches</th><th>conclusive?</th><th>FNIR</th><th>wrong-person matches</th></tr>"]
+        "<th>events / people</th><th>conclusive?</th><th>FNIR</th><th>wrong-person matches</th></tr>"]
     for f, x in o["overall"].items():
         p = x["policy"]
         threshold = "unsupported" if p["threshold"] is None else f"{p['threshold']:.4f} ({e(p['basis'])})"
@@ -727,7 +729,7 @@ def _open_set_html(o: dict, img) -> str:
     attributes = list(dict.fromkeys(a for t in targets for a in o["groups"][t]))
     for attribute in attributes:
         parts.append(f"<h3>{e(attribute)}</h3><table><tr><th>group</th>" + "".join(
-            f"<th>FPIR @ {e(t)}</th><th>95% interval</th><th>events / searches</th><th>conclusive?</th>"
+            f"<th>FPIR @ {e(t)}</th><th>95% interval</th><th>events / people</th><th>conclusive?</th>"
             for t in targets) + "</tr>")
         names = list(dict.fromkeys(n for t in targets for n in o["groups"][t].get(attribute, {}).get("groups", {})))
         for n in names:

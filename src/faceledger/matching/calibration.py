@@ -2,7 +2,9 @@
 
 Built once from a large impostor distribution (LFW: every cross-identity pair among the
 images of ``pairs.txt``) and stored as JSON next to the code, keyed by the model id, so
-that callers set thresholds as "FMR 1e-4" rather than as raw scores.
+that callers set thresholds as "FMR 1e-4" rather than as raw scores. Pairs may carry weights
+(the packaged calibrations are identity-balanced, see ``evaluation.calibrate``): an FMR is then
+the share of the total weight, and every count below is a weight.
 
 An FMR is *measured* where at least ``MIN_ERRORS`` impostor pairs lie above the threshold
 (the "rule of 30"): with ~100 million impostor pairs that is ~3e-7. Below that, a calibration
@@ -73,11 +75,17 @@ class Calibration:
     fnmr: dict[float, float]  # FNMR on the genuine pairs at each level's threshold
     created: str
     tail: TailModel | None = field(default=None, compare=False)
+    impostor_weight: float = 0.0  # total weight of the impostor pairs (identity-balanced); 0: unweighted
+
+    @property
+    def weight(self) -> float:
+        """What FMRs are shares of: the impostor pairs, or (weighted) their total weight, ~ the identity pairs."""
+        return self.impostor_weight or float(self.impostor_pairs)
 
     @property
     def resolution(self) -> float:
-        """The smallest FMR this calibration measures: MIN_ERRORS impostor pairs above the threshold."""
-        return MIN_ERRORS / self.impostor_pairs
+        """The smallest FMR this calibration measures: MIN_ERRORS impostor pairs (or weight) above the threshold."""
+        return MIN_ERRORS / self.weight
 
     @property
     def lowest_fmr(self) -> float:
@@ -86,26 +94,48 @@ class Calibration:
 
     @classmethod
     def build(cls, model_id: str, impostor: np.ndarray, genuine: np.ndarray, source: str, *, tail: bool = True,
-              k: int | None = None, bootstrap: int | None = None, seed: int = 0,
+              k: float | None = None, bootstrap: int | None = None, seed: int = 0,
               top_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-              n_images: int | None = None) -> Calibration:
-        """The empirical curve and measured thresholds, and (``tail``) the tail fit (see ``fit_tail``)."""
-        impostor = np.sort(np.asarray(impostor, np.float32))[::-1]
+              n_images: int | None = None, weights: np.ndarray | None = None,
+              image_weights: np.ndarray | None = None) -> Calibration:
+        """The empirical curve and measured thresholds, and (``tail``) the tail fit (see ``fit_tail``).
+
+        ``weights``: one per impostor score (``image_weights``: one per image, a pair's weight the
+        product of its two): the FMR at a score is then the share of the total weight at or above
+        it, and the rule of 30 counts weight (see ``evaluation.calibrate``: identity-balanced).
+        """
+        impostor = np.asarray(impostor, np.float32)
         n = len(impostor)
-        ranks = np.unique(np.round(np.logspace(0, np.log10(n), 400)).astype(np.int64))
-        scores = impostor[ranks - 1].astype(np.float64)  # rank-th highest impostor score: FMR(score) = rank / n
-        fmr = ranks / n
-        levels = [f for f in FMR_LEVELS if f * n >= MIN_ERRORS]
-        # as rates.threshold_at_fmr, on the sorted scores: just above the (floor(f n) + 1)-th highest
-        thresholds = {f: float(np.nextafter(np.float64(impostor[min(int(np.floor(f * n)), n - 1)]), np.inf))
-                      for f in levels}
+        order = np.argsort(impostor)[::-1]
+        impostor = impostor[order]
+        if weights is not None:
+            weights = np.asarray(weights, np.float32)[order]
+            cum = np.cumsum(weights, dtype=np.float64)  # weight of the top i + 1 scores
+        else:
+            cum = np.arange(1, n + 1, dtype=np.float64)
+        del order
+        total = float(cum[-1])
+        # the curve: 400 FMRs spaced evenly in log from the top score's to 1; FMR(score of the i-th) = cum / total
+        wanted = np.logspace(np.log10(cum[0] / total), 0, 400) * total
+        idx = np.unique(np.minimum(np.searchsorted(cum, wanted * (1 - 1e-12)), n - 1))
+        scores = impostor[idx].astype(np.float64)
+        fmr = cum[idx] / total
+        levels = [f for f in FMR_LEVELS if f * total >= MIN_ERRORS]
+        # as rates.threshold_at_fmr: just above the highest score that the scores above it do not outweigh f
+        thresholds = {}
+        for f in levels:
+            above = int(np.searchsorted(cum, f * total * (1 + 1e-12), side="right"))  # scores whose cum <= f total
+            thresholds[f] = float(np.nextafter(np.float64(impostor[min(above, n - 1)]), np.inf))
+        del cum
         model = None
         if tail:
             kwargs = {} if bootstrap is None else {"bootstrap": bootstrap}
-            model = fit_tail(impostor, k, seed=seed, top_pairs=top_pairs, n_images=n_images, **kwargs)
+            model = fit_tail(impostor, k, seed=seed, top_pairs=top_pairs, n_images=n_images, weights=weights,
+                             image_weights=image_weights, **kwargs)
         return cls(model_id, source, n, len(genuine), scores[::-1].copy(), fmr[::-1].copy(), thresholds,
                    {f: rates.fnmr_at(genuine, t) for f, t in thresholds.items()},
-                   dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), model)
+                   dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), model,
+                   0.0 if weights is None else total)
 
     # ------------------------------------------------------------------ score -> FMR
     def fmr(self, score: float) -> tuple[float, bool]:
@@ -163,7 +193,8 @@ class Calibration:
         if self.tail is None:
             raise NotCalibrated(
                 f"FMR {fmr:g} is below what the calibration can estimate ({MIN_ERRORS} false matches in "
-                f"{self.impostor_pairs:,} impostor pairs: {self.resolution:.1g}), and it has no tail model to "
+                f"{self.weight:,.0f} impostor pairs{' (identity-weighted)' if self.impostor_weight else ''}: "
+                f"{self.resolution:.1g}), and it has no tail model to "
                 f"extrapolate with", lowest_fmr=self.resolution)
         score = max(self.tail.threshold(fmr), self._score_at_resolution)  # raises below the tail's floor
         point = min(self.tail.fmr(score), self.resolution)
@@ -181,6 +212,7 @@ class Calibration:
         return {
             "model_id": self.model_id, "source": self.source, "created": self.created,
             "impostor_pairs": self.impostor_pairs, "genuine_pairs": self.genuine_pairs,
+            **({"impostor_weight": round(self.impostor_weight, 3)} if self.impostor_weight else {}),
             "thresholds": {f"{k:g}": round(v, 6) for k, v in self.thresholds.items()},
             "fnmr_at_threshold": {f"{k:g}": round(v, 6) for k, v in self.fnmr.items()},
             "curve": {"score": [round(float(s), 6) for s in self.curve_scores],
@@ -194,7 +226,7 @@ class Calibration:
                    np.array(d["curve"]["score"]), np.array(d["curve"]["fmr"]),
                    {float(k): float(v) for k, v in d["thresholds"].items()},
                    {float(k): float(v) for k, v in d["fnmr_at_threshold"].items()}, d["created"],
-                   TailModel.from_dict(d["tail"]) if d.get("tail") else None)
+                   TailModel.from_dict(d["tail"]) if d.get("tail") else None, float(d.get("impostor_weight", 0.0)))
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
