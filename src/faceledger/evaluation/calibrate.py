@@ -222,21 +222,15 @@ class PairScores:
     image_weights: np.ndarray | None = None  # per image: 1 / the images of its person (1 outside LFW)
 
 
-def image_weights(sets: list[FaceSet]) -> np.ndarray:
-    """Each image's weight (global order of ``sets``): 1 / its LFW person's images; 1 in the unlabelled sets."""
-    lfw = sets[0]
-    _, ids, counts = np.unique(np.array(lfw.identities), return_inverse=True, return_counts=True)
-    return np.concatenate([1.0 / counts[ids]] + [np.ones(len(s.paths)) for s in sets[1:]])
-
-
 def pair_scores(sets: list[FaceSet], keep_top: int = KEEP_TOP) -> PairScores:
     """Impostor and genuine scores over ``sets`` (templates filled in; the first set is LFW, labelled)."""
     lfw, others = sets[0], sets[1:]
     top = _TopPairs(keep_top)
     offsets = np.cumsum([0] + [len(s.paths) for s in sets])
-    iw = image_weights(sets)
-    weights: list[np.ndarray] = []
     names, lfw_ids = np.unique(np.array(lfw.identities), return_inverse=True)
+    # each image's weight, in the global order: 1 / its LFW person's images; 1 in the unlabelled sets
+    iw = np.concatenate([1.0 / np.bincount(lfw_ids)[lfw_ids], np.ones(int(offsets[-1]) - len(lfw_ids))])
+    weights: list[np.ndarray] = []
     members = np.split(np.argsort(lfw_ids, kind="stable"), np.cumsum(np.bincount(lfw_ids))[:-1])
     lfw_index = np.arange(len(lfw.paths))
     plain, _ = _within(lfw.templates, lfw_ids, _TopPairs(0))

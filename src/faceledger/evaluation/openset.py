@@ -24,15 +24,19 @@ people include Joe Biden) are left out, by the calibration's own rule
 threshold): the calibration does not count their pairs as impostors, so the evaluation does not
 count them as strangers either. The same evaluation without this screen is reported beside it.
 
-Figures: FPIR, the share of non-mated probes decided "match", with its Wilson 95% interval and the
-number of events, conclusive only where the target expects at least 30 events among the probes;
-FNIR, the share of mated probes not decided "match" to their own subject; wrong-person matches,
-mated probes decided "match" to another subject; the share of probes sent to review; per
-demographic group (LFW's labels, UTKFace's labels), the FPIR of that group's non-mated probes. The
-galleries smaller than the largest are drawn again with other seeds (``seed_spread``): which people a
-gallery holds moves its FPIR more than its Wilson interval says. Caveats: the calibration was built from these same faces (the thresholds are in-sample); probes of
-one person are not independent (a stranger resembling an enrolled person can give several events),
-so the intervals are somewhat too narrow; and labels are taken as they are. The screen needs two
+Figures: FPIR over strangers: each person with non-mated probes (an LFW person, or one photo
+outside LFW) counts once, as the share of their photos decided "match" (so George W. Bush's 530
+photos are one stranger, not 530), with its Wilson 95% interval over the strangers and the
+events, conclusive only where the target expects at least 30 events among them; the share of
+non-mated photos matched is reported beside it (``fpir_images``). FNIR, the share of mated probes
+not decided "match" to their own subject; wrong-person matches, mated probes decided "match" to
+another subject; the share of probes sent to review; per demographic group (LFW's labels,
+UTKFace's labels), the FPIR of that group's strangers. Each size smaller than the largest is
+drawn ``DRAWS`` times with other seeds and the draws pooled (their mean FPIR, each draw's kept,
+``seed_spread`` their spread): which people a gallery holds moves its FPIR more than its Wilson
+interval says; the errors listed are the first draw's. Caveats: the calibration was built from
+these same faces (the thresholds are in-sample); the draws search the same strangers, so the
+interval counts the strangers of one draw; and labels are taken as they are. The screen needs two
 images of the other person, so a pair of single-image LFW people showing one person (one photo
 filed under two names, a name spelled two ways, a birth name) and a UTKFace photo of a
 single-image LFW celebrity count as false matches; at high thresholds they are most of the events.
