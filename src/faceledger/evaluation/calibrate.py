@@ -23,9 +23,17 @@ scores higher with B than with them (median). Then x's pairs with B's images are
 Chance alone, for scores independent, would flag an impostor image against a person with m
 images with probability ~C(m, 2) * 1e-10: nothing. Look-alike relatives are kept (Jeb and
 George W Bush, Venus and Serena Williams: each image looks more like its own person); twins
-whose images are indistinguishable (the Olsens) are not. A pair of two single-image LFW
-people is never left out, even at 0.99 (a duplicate photo under two names): that errs on the
-conservative side.
+whose images are indistinguishable (the Olsens) are not. A single-image LFW person B has no
+median to take: x is taken as possibly showing B when it scores at least the median of LFW's
+same-person pairs with B's one image (``alias_threshold``: as alike as half of all pairs of
+photos of one person) and, for an LFW image with other images of its own, higher than with
+them. That catches one photo filed under two names (Carlos_Beltran and Raul_Ibanez, 0.99), a
+person under two spellings or a birth name (Noer_Moeis and Noer_Muis, Doc and Glenn Rivers)
+among LFW's 4,000 single-image people, where chance would put fewer than one of their 8
+million impostor pairs so high (the fast profile's tail puts 0.70 at FMR ~5e-8); twins who
+look less alike than that (the Mowrys, 0.68) stay impostors. Left in, about ten such pairs
+of people decided the extrapolated tail (each pair of people weighs 1): shape 0.12 instead
+of 0.058 for the fast profile, its FMR 1e-8 threshold 0.95 instead of 0.77.
 
 Identity-balanced. LFW's people have from 1 to 530 images, so counted per image pair, a few
 people decide the far tail: George W Bush's 530 images against his brother Jeb's 5 are 2,650
@@ -182,25 +190,39 @@ def face_sets(data_dir: Path) -> list[FaceSet]:
     return [s for s in sets if s.paths]
 
 
+def alias_threshold(lfw: np.ndarray, lfw_ids: np.ndarray) -> float:
+    """The median score of LFW's same-person pairs: the bar for a single-image person (module docstring)."""
+    genuine = []
+    for members in np.split(np.argsort(lfw_ids, kind="stable"), np.cumsum(np.bincount(lfw_ids))[:-1]):
+        if len(members) > 1:
+            sims = lfw[members] @ lfw[members].T
+            genuine.append(sims[np.triu_indices(len(members), 1)])
+    return float(np.median(np.concatenate(genuine))) if genuine else float("inf")
+
+
 def possibly_same_person(x: np.ndarray, lfw: np.ndarray, lfw_ids: np.ndarray, threshold: float,
-                         own_ids: np.ndarray | None = None) -> list[tuple[int, int]]:
+                         own_ids: np.ndarray | None = None, single: float = float("inf")) -> list[tuple[int, int]]:
     """(row of ``x``, LFW person) for each template of ``x`` that possibly shows that LFW person.
 
     See the module docstring: a median score over the person's images >= ``threshold``, two or
-    more of them >= ``threshold``, and, where ``own_ids`` gives x's own LFW person (LFW images),
-    a person other than its own that it scores higher with than with its own other images.
+    more of them >= ``threshold`` (for a person with one image: a score >= ``single``, the
+    :func:`alias_threshold`), and, where ``own_ids`` gives x's own LFW person (LFW images), a
+    person other than its own that it scores higher with than with its own other images.
     """
     members = np.split(np.argsort(lfw_ids, kind="stable"), np.cumsum(np.bincount(lfw_ids))[:-1])
     found = []
     for start in range(0, len(x), BLOCK):
         sims = x[start:start + BLOCK] @ lfw.T
-        rows, cols = np.nonzero(sims >= threshold)
+        rows, cols = np.nonzero(sims >= min(threshold, single))
         pairs, counts = np.unique(np.stack([rows, lfw_ids[cols]], 1), axis=0, return_counts=True)
         for (r, person), hits in zip(pairs, counts):
             i = start + int(r)
-            if hits < 2 or (own_ids is not None and own_ids[i] == person):
+            if own_ids is not None and own_ids[i] == person:
                 continue
-            if np.median(sims[r, members[person]]) < threshold:
+            if len(members[person]) == 1:
+                if sims[r, members[person][0]] < single:
+                    continue
+            elif hits < 2 or np.median(sims[r, members[person]]) < threshold:
                 continue
             if own_ids is not None:
                 own = members[own_ids[i]]
@@ -248,7 +270,8 @@ def pair_scores(sets: list[FaceSet], keep_top: int = KEEP_TOP) -> PairScores:
         shown = "; ".join(f"{paths[i]} ~ {names[p]}" for i, p in found[:4]) + ("; ..." if len(found) > 4 else "")
         return f"{len(found)} {what} image~person pairings ({shown})"
 
-    found = possibly_same_person(lfw.templates, lfw.templates, lfw_ids, screen, own_ids=lfw_ids)
+    single = alias_threshold(lfw.templates, lfw_ids)
+    found = possibly_same_person(lfw.templates, lfw.templates, lfw_ids, screen, own_ids=lfw_ids, single=single)
     excluded = left_out(found, lfw_index)
     within, genuine = _within(lfw.templates, lfw_ids, top, excluded, iw, weights)
     parts, counts, notes = [within], [f"{len(within):,} LFW cross-identity"], [describe(found, lfw.paths, "LFW")]
@@ -256,7 +279,7 @@ def pair_scores(sets: list[FaceSet], keep_top: int = KEEP_TOP) -> PairScores:
     kept: list[tuple[FaceSet, np.ndarray]] = []  # each other set with the global index of each image
     for s, off in zip(others, offsets[1:]):
         ids = off + np.arange(len(s.paths))
-        found = possibly_same_person(s.templates, lfw.templates, lfw_ids, screen)
+        found = possibly_same_person(s.templates, lfw.templates, lfw_ids, screen, single=single)
         excluded = left_out(found, ids)
         dropped += len(excluded)
         notes.append(describe(found, s.paths, s.name))
@@ -278,7 +301,8 @@ def pair_scores(sets: list[FaceSet], keep_top: int = KEEP_TOP) -> PairScores:
               + ". No pairs within the unlabelled sets. Left out as possibly one person "
               f"({dropped:,} pairs): an image whose median score over an LFW person's images, and at least two of "
               f"them, reach the LFW FMR {SCREEN_FMR:g} threshold ({screen:.4f}) and, for an LFW image, exceed its "
-              "median with its own person, with that person's images: " + "; ".join(notes) + ".")
+              f"median with its own person, with that person's images (a single-image person: a score of at least "
+              f"{single:.4f}, the median of LFW's same-person pairs): " + "; ".join(notes) + ".")
     return PairScores(impostor, genuine, (top.scores, top.a, top.b), int(offsets[-1]), source, weight, iw)
 
 

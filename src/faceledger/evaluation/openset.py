@@ -56,7 +56,7 @@ import numpy as np
 from faceledger.config import Settings
 from faceledger.evaluation import demographics as demo
 from faceledger.evaluation.batch import FALLBACK, embed_files
-from faceledger.evaluation.calibrate import SCREEN_FMR, face_sets, possibly_same_person
+from faceledger.evaluation.calibrate import SCREEN_FMR, alias_threshold, face_sets, possibly_same_person
 from faceledger.evaluation.metrics import wilson_interval
 from faceledger.matching.calibration import Calibration, load_calibration
 from faceledger.matching.openset import MATCH, REVIEW, OpenSetPolicy
@@ -185,7 +185,8 @@ def screen(t: FaceTemplates, threshold: float) -> tuple[np.ndarray, list[dict]]:
 
     The calibration's rule (``possibly_same_person``) at ``threshold``: for an LFW face, another
     LFW person it scores higher with than with its own other images; for a face outside LFW, any
-    LFW person (median over the person's images and two of them at least ``threshold``).
+    LFW person (median over the person's images and two of them at least ``threshold``); a
+    single-image LFW person, at the median of LFW's same-person pairs (both faces of such a pair go).
     """
     is_lfw = t.source == LFW
     keep = np.ones(len(t), bool)
@@ -194,10 +195,13 @@ def screen(t: FaceTemplates, threshold: float) -> tuple[np.ndarray, list[dict]]:
     names, ids = np.unique(t.person[is_lfw].astype(str), return_inverse=True)
     lfw_rows = np.nonzero(is_lfw)[0]
     lfw_vec = t.vectors[is_lfw]
-    found = [(lfw_rows[i], p) for i, p in possibly_same_person(lfw_vec, lfw_vec, ids, threshold, own_ids=ids)]
+    single = alias_threshold(lfw_vec, ids)
+    found = [(lfw_rows[i], p) for i, p in possibly_same_person(lfw_vec, lfw_vec, ids, threshold, own_ids=ids,
+                                                               single=single)]
     others = np.nonzero(~is_lfw)[0]
     if len(others):
-        found += [(others[i], p) for i, p in possibly_same_person(t.vectors[others], lfw_vec, ids, threshold)]
+        found += [(others[i], p) for i, p in possibly_same_person(t.vectors[others], lfw_vec, ids, threshold,
+                                                                  single=single)]
     left = []
     for row, p in sorted(found):
         if keep[row]:
