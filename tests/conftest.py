@@ -70,3 +70,19 @@ def accurate_engine(settings):
     from faceledger.pipeline.engine import FaceEngine
 
     return FaceEngine(settings, "accurate")
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """The embedded PostgreSQL server of this test run (started on first use, removed at exit)."""
+    from backends import Postgres
+
+    return Postgres(tmp_path_factory.mktemp("postgres"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """Each backend's URL for one test: a SQLite file under the test's folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'faceledger.db'}"
+    return request.getfixturevalue("postgres").new_database()

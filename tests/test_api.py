@@ -28,15 +28,17 @@ def cli(env: dict, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def service(request, tmp_path_factory):
     home = tmp_path_factory.mktemp("srv")
-    env = {**os.environ, "FACELEDGER_HOME": str(home),
+    url = (f"sqlite:///{home / 'faceledger.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres").new_database())
+    env = {**os.environ, "FACELEDGER_HOME": str(home), "FACELEDGER_DATABASE_URL": url,
            "FACELEDGER_MAX_IMAGE_BYTES": str(3_000_000), "FACELEDGER_IDENTIFY_PER_MINUTE": "100",
            # the schema tests present invalid keys on purpose, more than 20 a minute from one address
            "FACELEDGER_AUTH_FAILURES_PER_MINUTE": "100000"}
     # keys made through the operations layer (fast); the CLI lists them, without secrets
-    fl = Faceledger(Settings(home=home))
+    fl = Faceledger(Settings(home=home, database_url=url))
     keys = {name: fl.create_key(Actor.local(tenant), tenant, scopes, purpose)
             for name, (tenant, scopes, purpose) in {
                 "admin": ("acme", ["admin"], "tests: admin"),

@@ -52,9 +52,9 @@ def request(app, method: str, url: str, **kwargs) -> httpx.Response:
 
 
 @pytest.fixture
-def edge(tmp_path):
-    """An app over a fresh Faceledger (no lifespan, no models), images up to 1 MB, 4 per request."""
-    fl = Faceledger(Settings(home=tmp_path, max_image_bytes=MB, max_images_per_request=4))
+def edge(tmp_path, database_url):
+    """An app over a fresh Faceledger (no lifespan, no models), images up to 1 MB, 4 per request; on each backend."""
+    fl = Faceledger(Settings(home=tmp_path, database_url=database_url, max_image_bytes=MB, max_images_per_request=4))
     keys = {}
     for name, scopes in {"admin": ["admin"], "detect": ["detect"], "enroll": ["enroll"]}.items():
         secret, _ = fl.create_key(Actor.local("acme"), "acme", scopes, f"hardening tests: {name}")
@@ -295,15 +295,17 @@ def test_subject_metadata_within_bounds_and_non_finite_numbers(edge):
 
 
 # ------------------------------------------------------------------ 17: a full disk
-DISK_FULL = sqlalchemy.exc.OperationalError("INSERT INTO collections", {},
-                                            sqlite3.OperationalError("database or disk is full"))
+def disk_full() -> Exception:
+    """A fresh error each time: the service marks an error it has recorded, so one instance is recorded once."""
+    return sqlalchemy.exc.OperationalError("INSERT INTO collections", {},
+                                           sqlite3.OperationalError("database or disk is full"))
 
 
 def test_a_full_disk_is_answered_507_storage_full(edge, monkeypatch):
     app, fl, keys = edge
 
     def full(*args, **kwargs):
-        raise DISK_FULL
+        raise disk_full()
 
     monkeypatch.setattr(fl.gallery, "create_collection", full)
     before = last_seq(fl)
@@ -329,7 +331,7 @@ def test_ready_checks_that_the_database_is_writable(edge, monkeypatch):
         url = fl.gallery.store.db.url
 
         def connect(self):
-            raise DISK_FULL
+            raise disk_full()
 
     monkeypatch.setattr(fl.gallery.store, "db", FullEngine())
     r = request(app, "GET", "/v1/ready")

@@ -63,10 +63,12 @@ class Api:
         return self.clients[name]
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api(request, tmp_path_factory):
     home = tmp_path_factory.mktemp("api")
-    settings = Settings(home=home, cache=Path(os.environ["FACELEDGER_CACHE"]), max_image_bytes=3_000_000,
+    url = (f"sqlite:///{home / 'faceledger.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres").new_database())
+    settings = Settings(home=home, database_url=url, cache=Path(os.environ["FACELEDGER_CACHE"]), max_image_bytes=3_000_000,
                         identify_per_minute=100)
     fl = Faceledger(settings)
     keys, key_ids = {}, {}

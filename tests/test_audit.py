@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from faceledger.audit.log import AuditLog
 from faceledger.errors import NoFace
-from faceledger.gallery.db import default_url, open_database
+from faceledger.gallery.db import open_database
 from faceledger.gallery.records import Consent
 from faceledger.service import Actor, Faceledger
 
@@ -20,14 +20,14 @@ KEY = b"k" * 32
 
 
 @pytest.fixture()
-def log(tmp_path):
-    engine, session = open_database(default_url(tmp_path))
+def log(database_url):
+    engine, session = open_database(database_url)
     audit = AuditLog(session, KEY, checkpoint_every=100)
     for i in range(250):
         audit.append("identify", tenant="acme", key_id="abc123", collection="staff", subject_ids=[f"s{i % 7}"],
                      scores=[0.5 + i / 1000], decision="unknown", purpose="door", reference=f"case-{i}",
                      request_id=f"r{i}", client="127.0.0.1")
-    audit.engine = engine
+    audit.engine, audit.url = engine, database_url
     return audit
 
 
@@ -99,7 +99,8 @@ def test_refusals_are_recorded_once(log, tmp_path, settings, engine):
     import cv2
     import numpy as np
 
-    service = Faceledger(settings.model_copy(update={"home": tmp_path, "audit_key": KEY.decode()}), engine)
+    service = Faceledger(settings.model_copy(update={"home": tmp_path, "audit_key": KEY.decode(),
+                                                     "database_url": log.url}), engine)
     service.create_collection(Actor.local("acme"), "staff")
     before = log.verify().records
     blank = cv2.imencode(".png", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
@@ -113,7 +114,8 @@ def test_refusals_are_recorded_once(log, tmp_path, settings, engine):
 
 
 def test_cli_audit_verify_and_export(log, tmp_path):
-    env = {**os.environ, "FACELEDGER_HOME": str(tmp_path), "FACELEDGER_AUDIT_KEY": KEY.decode()}
+    env = {**os.environ, "FACELEDGER_HOME": str(tmp_path), "FACELEDGER_AUDIT_KEY": KEY.decode(),
+           "FACELEDGER_DATABASE_URL": log.url}
     ok = subprocess.run([sys.executable, "-m", "faceledger.cli", "audit", "verify"], env=env, capture_output=True,
                         text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True

@@ -20,8 +20,8 @@ CAST = ("amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon")
 
 
 @pytest.fixture()
-def gallery(settings, engine, tmp_path):
-    g = Faceledger(settings.model_copy(update={"home": tmp_path}), engine)
+def gallery(settings, engine, tmp_path, database_url):
+    g = Faceledger(settings.model_copy(update={"home": tmp_path, "database_url": database_url}), engine)
     yield g
     g.close()
 

@@ -6,6 +6,11 @@ editing a field, deleting a record or swapping two breaks the chain at that reco
 key that is not in the database (``FACELEDGER_AUDIT_KEY``, or a key file under HOME), so
 rewriting the whole chain, or cutting records that a seal covers, is detected too.
 Records hold ids, scores and decisions: never templates or images.
+
+Several appenders (threads, processes, hosts on one PostgreSQL): on PostgreSQL each append holds
+a transaction-level advisory lock while it reads the chain head and writes the next record, so
+the chain order is the order appenders took the lock; on SQLite the write lock does the same.
+A unique sequence number backs both: a lost race is retried, never a fork in the chain.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Text, cast, delete, func, select
+from sqlalchemy import Text, cast, delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +37,7 @@ from faceledger.gallery.records import iso
 from faceledger.gallery.schema import AuditCheckpoint, AuditOutbox, AuditRecord, utcnow
 
 GENESIS = "0" * 64
+APPEND_LOCK = int.from_bytes(b"fl-audit", "big")  # PostgreSQL advisory lock key of the appenders
 FIELDS = ("seq", "at", "tenant", "key_id", "operation", "collection", "subject_ids", "scores", "decision",
           "outcome", "purpose", "reference", "request_id", "client", "prev_hash")
 
@@ -130,6 +136,9 @@ class AuditLog:
         with self._lock:
             for _ in range(50):  # another process may take the same sequence number first: read again
                 with self.session() as s:
+                    if s.get_bind().dialect.name == "postgresql":  # appenders on every host queue here: the chain
+                        # order is the order they take this lock in (held to the end of the transaction)
+                        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
                     last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
                                      .limit(1)).first()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
