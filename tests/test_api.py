@@ -19,6 +19,7 @@ import pytest
 from faceledger.client import ApiError, Client
 from faceledger.config import Settings
 from faceledger.service import Actor, Faceledger
+from backends import BACKENDS, backend_settings
 from realserver import serving
 
 
@@ -28,17 +29,18 @@ def cli(env: dict, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=list(BACKENDS))
 def service(request, tmp_path_factory):
     home = tmp_path_factory.mktemp("srv")
-    url = (f"sqlite:///{home / 'faceledger.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres").new_database())
-    env = {**os.environ, "FACELEDGER_HOME": str(home), "FACELEDGER_DATABASE_URL": url,
+    backend = backend_settings(request.param, home, lambda: request.getfixturevalue("postgres"),
+                                    lambda: request.getfixturevalue("milvus"))
+    env = {**os.environ, "FACELEDGER_HOME": str(home), "FACELEDGER_DATABASE_URL": backend["database_url"],
+           "FACELEDGER_VECTOR_STORE": backend["vector_store"],
            "FACELEDGER_MAX_IMAGE_BYTES": str(3_000_000), "FACELEDGER_IDENTIFY_PER_MINUTE": "100",
            # the schema tests present invalid keys on purpose, more than 20 a minute from one address
            "FACELEDGER_AUTH_FAILURES_PER_MINUTE": "100000"}
     # keys made through the operations layer (fast); the CLI lists them, without secrets
-    fl = Faceledger(Settings(home=home, database_url=url))
+    fl = Faceledger(Settings(home=home, **backend))
     keys = {name: fl.create_key(Actor.local(tenant), tenant, scopes, purpose)
             for name, (tenant, scopes, purpose) in {
                 "admin": ("acme", ["admin"], "tests: admin"),

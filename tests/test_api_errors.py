@@ -91,9 +91,9 @@ def test_handlers_answer_every_error_in_one_shape():
 
 
 @pytest.fixture
-def bare(tmp_path, database_url):
+def bare(tmp_path, backend):
     """An app over a fresh Faceledger, without its lifespan (no models: nothing here reaches inference); each backend."""
-    fl = Faceledger(Settings(home=tmp_path, database_url=database_url))
+    fl = Faceledger(Settings(home=tmp_path, **backend))
     key, _ = fl.create_key(Actor.local("acme"), "acme", ["detect"], "edge tests")
     app = create_app(faceledger=fl)
     yield app, fl, {"Authorization": f"Bearer {key}"}

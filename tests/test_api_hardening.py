@@ -52,9 +52,9 @@ def request(app, method: str, url: str, **kwargs) -> httpx.Response:
 
 
 @pytest.fixture
-def edge(tmp_path, database_url):
+def edge(tmp_path, backend):
     """An app over a fresh Faceledger (no lifespan, no models), images up to 1 MB, 4 per request; on each backend."""
-    fl = Faceledger(Settings(home=tmp_path, database_url=database_url, max_image_bytes=MB, max_images_per_request=4))
+    fl = Faceledger(Settings(home=tmp_path, **backend, max_image_bytes=MB, max_images_per_request=4))
     keys = {}
     for name, scopes in {"admin": ["admin"], "detect": ["detect"], "enroll": ["enroll"]}.items():
         secret, _ = fl.create_key(Actor.local("acme"), "acme", scopes, f"hardening tests: {name}")
@@ -258,7 +258,9 @@ def test_database_work_never_blocks_the_event_loop(edge, monkeypatch, method, ca
             assert r.status_code == 200
 
     anyio.run(main)
-    assert timings["health"] < 0.2 and timings["health_done_first"], timings
+    # the slow call holds its thread for 1 s: a blocked loop answers health after ~0.9 s, a free one at once (0.6 s
+    # leaves room for a loaded 2-core machine with database servers running)
+    assert timings["health"] < 0.6 and timings["health_done_first"], timings
     assert timings["slow"] < 500
 
 

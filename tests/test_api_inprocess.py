@@ -17,6 +17,7 @@ from faceledger.api.app import create_app
 from faceledger.client import ApiError, Client
 from faceledger.config import Settings
 from faceledger.service import Actor, Faceledger
+from backends import BACKENDS, backend_settings
 from inprocess import Bridge, in_process
 
 CAST = ("amy", "howard", "leonard", "penny", "sheldon")
@@ -63,12 +64,12 @@ class Api:
         return self.clients[name]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=list(BACKENDS))
 def api(request, tmp_path_factory):
     home = tmp_path_factory.mktemp("api")
-    url = (f"sqlite:///{home / 'faceledger.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres").new_database())
-    settings = Settings(home=home, database_url=url, cache=Path(os.environ["FACELEDGER_CACHE"]), max_image_bytes=3_000_000,
+    settings = Settings(home=home, **backend_settings(request.param, home, lambda: request.getfixturevalue("postgres"),
+                                    lambda: request.getfixturevalue("milvus")),
+                        cache=Path(os.environ["FACELEDGER_CACHE"]), max_image_bytes=3_000_000,
                         identify_per_minute=100)
     fl = Faceledger(settings)
     keys, key_ids = {}, {}

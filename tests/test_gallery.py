@@ -20,8 +20,8 @@ CAST = ("amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon")
 
 
 @pytest.fixture()
-def gallery(settings, engine, tmp_path, database_url):
-    g = Faceledger(settings.model_copy(update={"home": tmp_path, "database_url": database_url}), engine)
+def gallery(settings, engine, tmp_path, backend):
+    g = Faceledger(settings.model_copy(update={"home": tmp_path, **backend}), engine)
     yield g
     g.close()
 
@@ -154,6 +154,29 @@ def _stored_bytes(home: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file() and "cache" not in p.parts)
 
 
+def _files_holding(g: Faceledger, blobs) -> set[str]:
+    """Where ``blobs`` (or their first 64 bytes) are stored: "home" for files under HOME, else the name of each
+    PostgreSQL table or index whose files hold one, after a checkpoint wrote every page out (WAL not scanned)."""
+    found = set()
+    stored = _stored_bytes(g.settings.home)
+    if any(b in stored or b[:64] in stored for b in blobs):
+        found.add("home")
+    db = g.gallery.store.db
+    if db.dialect.name != "postgresql":
+        return found
+    with db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CHECKPOINT")
+        datadir = Path(conn.exec_driver_sql("SHOW data_directory").scalar())
+        oid = conn.exec_driver_sql("SELECT oid FROM pg_database WHERE datname = current_database()").scalar()
+        names = {str(n): r for n, r in conn.exec_driver_sql(
+            "SELECT pg_relation_filenode(oid), relname FROM pg_class WHERE pg_relation_filenode(oid) IS NOT NULL")}
+    for path in (datadir / "base" / str(oid)).iterdir():
+        data = path.read_bytes()
+        if any(b in data or b[:64] in data for b in blobs):
+            found.add(names.get(path.name.split(".")[0].split("_")[0], path.name))
+    return found
+
+
 def test_erasure_leaves_no_template_anywhere(cast, people, settings, engine):
     probe = people / "bbt" / "leonard" / "leonard3.png"
     assert cast.identify(ME, "bbt", probe).faces[0].subject_id == "leonard"
@@ -165,7 +188,8 @@ def test_erasure_leaves_no_template_anywhere(cast, people, settings, engine):
         templates = s.scalars(select(Face.template).join(Subject).where(Subject.external_id == "leonard")).all()
     cast.close()  # persist the index, so the erasure must also clean a file on disk
     home = cast.settings.home
-    assert all(t in _stored_bytes(home) for t in templates)
+    before = _files_holding(cast, templates)
+    assert before, "the templates are stored somewhere"
 
     g = Faceledger(cast.settings, engine)
     receipt = g.erase_subject(ME, "bbt", "leonard")
@@ -175,10 +199,19 @@ def test_erasure_leaves_no_template_anywhere(cast, people, settings, engine):
     assert not g.gallery.index_contains("bbt", receipt.face_ids)
     with pytest.raises(NotFound):
         g.get_subject(ME, "bbt", "leonard")
+    still = _files_holding(g, templates)  # database, WAL and index files under HOME; PostgreSQL's tables
     g.close()
-    stored = _stored_bytes(home)  # database, WAL and index files
-    for t in templates:
-        assert t not in stored and t[:64] not in stored
+    # nothing anywhere, except what the receipt names as pending (pgvector's HNSW index until it is rebuilt)
+    vectors = {"face_vectors", "face_vectors_hnsw"}
+    allowed = vectors if any(p.startswith("pgvector:") for p in receipt.pending) else set()
+    assert still <= allowed, (still, receipt.pending)
+    if cast.gallery.store.db.dialect.name == "postgresql":
+        assert any(p.startswith("postgresql-wal") for p in receipt.pending)
+    if still:  # pgvector: the rebuild the receipt names leaves nothing
+        rebuilt = Faceledger(cast.settings, engine)
+        rebuilt.rebuild_index(ME, "bbt")
+        assert not _files_holding(rebuilt, templates) & vectors
+        rebuilt.close()
     reopened = Faceledger(cast.settings, engine)
     assert "leonard" not in [c.subject_id for c in reopened.identify(ME, "bbt", probe).faces[0].candidates]
     reopened.close()
@@ -188,14 +221,16 @@ def test_index_is_reconciled_with_the_database(cast, people, engine):
     cast.close()
     g = Faceledger(cast.settings, engine)
     report = g.gallery.startup()
-    assert report["default/bbt"]["source"] == "loaded" and report["default/bbt"]["count"] == 2 * len(CAST)
+    assert report["default/bbt"]["source"] in ("loaded", "pgvector") and report["default/bbt"]["count"] == 2 * len(CAST)
     with g.gallery.store.db.begin() as conn:  # the database changes behind the index's back (as after a crash)
         from sqlalchemy import text
 
         conn.execute(text("DELETE FROM faces WHERE id = (SELECT MIN(id) FROM faces)"))
     g2 = Faceledger(cast.settings, engine)
     fixed = g2.gallery.startup()["default/bbt"]
-    assert fixed["removed"] == 1 and fixed["count"] == 2 * len(CAST) - 1
+    # pgvector's row left with its face (ON DELETE CASCADE): nothing to repair; a FAISS copy had one face too many
+    assert fixed["removed"] == (0 if cast.settings.vector_store == "pgvector" else 1)
+    assert fixed["count"] == 2 * len(CAST) - 1
     assert g2.rebuild_index(ME, "bbt")["count"] == 2 * len(CAST) - 1
     g.close()
     g2.close()
@@ -209,3 +244,32 @@ def test_subject_listing_and_details(cast):
     assert all(len(f.image_sha256) == 64 and f.quality["passed"] for f in amy.faces)
     assert "template" not in str(amy.to_dict())
     np.testing.assert_equal(cast.list_subjects(ME, "bbt", limit=2, offset=1)[0].subject_id, sorted(CAST)[1])
+
+
+def test_two_processes_on_one_database_see_each_others_enrolments_and_erasures(settings, engine, tmp_path,
+                                                                               backend, people):
+    """Two service instances with their own HOME (their own FAISS copies) on one database, as two hosts or two
+    workers: an enrolment through A is identified through B at once; after A erases the subject, B never returns
+    it, holds no copy of its templates in memory or on disk, and writes none back when it shuts down."""
+    shared = {**backend, "audit_key": "k" * 64}
+    a = Faceledger(settings.model_copy(update={"home": tmp_path / "a", **shared}), engine)
+    b = Faceledger(settings.model_copy(update={"home": tmp_path / "b", **shared}), engine)
+    a.create_collection(ME, "door")
+    a.enroll(ME, "door", "penny", [people / "bbt" / "penny" / f"penny{i}.png" for i in (1, 2)], consent=CONSENT)
+    a.enroll(ME, "door", "raj", [people / "bbt" / "raj" / "raj1.png"], consent=CONSENT)
+    probe = people / "bbt" / "penny" / "penny3.png"
+    assert b.identify(ME, "door", probe).faces[0].subject_id == "penny"
+    faces = [f.face_id for f in b.get_subject(ME, "door", "penny").faces]
+    b.close()  # B's index file now holds penny's templates
+    receipt = a.erase_subject(ME, "door", "penny")
+    assert sorted(receipt.face_ids) == sorted(faces)
+    assert b.identify(ME, "door", probe).faces[0].subject_id != "penny"
+    assert not b.gallery.index_contains("door", faces)
+    b.close()
+    a.close()
+    again = Faceledger(settings.model_copy(update={"home": tmp_path / "b", **shared}), engine)
+    loaded = again.gallery.startup()  # B's persisted copy, checked against SQL: nothing erased had to be removed
+    assert [(r["count"], r["removed"]) for r in loaded.values()] == [(1, 0)]
+    assert not again.gallery.index_contains("door", faces)
+    again.close()
+    assert again.audit.verify().ok

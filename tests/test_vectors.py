@@ -34,7 +34,7 @@ class FakeSource:
         return list(self.data)
 
     def face_ids(self, collection_id: int) -> np.ndarray:
-        return self.data[collection_id][0]
+        return self.all_vectors(collection_id)[0]
 
     def vectors(self, face_ids: np.ndarray) -> np.ndarray:
         ids = np.concatenate([i for i, _ in self.data.values()])
@@ -43,7 +43,34 @@ class FakeSource:
         return vecs[[pos[int(f)] for f in face_ids]]
 
     def all_vectors(self, collection_id: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.data[collection_id]
+        return self.data.get(collection_id, (np.zeros(0, np.int64), np.zeros((0, DIM), np.float32)))
+
+    # the change feed, as the SQL store keeps it: (seq, collection id, face id, op)
+    def feed_head(self) -> int:
+        return self.feed[-1][0] if self.feed else 0
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[tuple]:
+        return [c for c in self.feed if c[0] > seq][:limit]
+
+    def existing(self, collection_id: int, face_ids) -> np.ndarray:
+        held = self.data.get(collection_id, (np.zeros(0, np.int64),))[0]
+        return np.intersect1d(held, np.asarray(face_ids, np.int64))
+
+    feed: list = []
+
+    def commit_add(self, collection_id: int, vector: np.ndarray) -> int:
+        """Another process enrols a face: the row and its feed entry."""
+        ids, vecs = self.data[collection_id]
+        fid = int(max(int(i.max()) for i, _ in self.data.values() if len(i)) + 1)
+        self.data[collection_id] = (np.append(ids, fid), np.vstack([vecs, vector[None]]))
+        self.feed = [*self.feed, (self.feed_head() + 1, collection_id, fid, "add")]
+        return fid
+
+    def commit_remove(self, collection_id: int, fid: int) -> None:
+        ids, vecs = self.data[collection_id]
+        keep = ids != fid
+        self.data[collection_id] = (ids[keep], vecs[keep])
+        self.feed = [*self.feed, (self.feed_head() + 1, collection_id, fid, "remove")]
 
 
 def make(tmp_path, source, cipher=None, key=KEY, **kw):
@@ -229,3 +256,38 @@ def test_tampered_index_through_the_service(settings, engine, people, tmp_path, 
     assert set(found[0][scores[0] > 0.999].tolist()) == {int(faces[2])}  # only penny's own face at 1.0
     assert again.identify(me, "bbt", people / "bbt" / "amy" / "amy3.png").faces[0].subject_id == "amy"
     again.close()
+
+
+# ------------------------------------------------------------------ several processes: the change feed
+def test_a_second_process_follows_enrolments_and_erasures_through_the_feed(tmp_path):
+    source = FakeSource({1: 20})
+    a, b = make(tmp_path / "a", source), make(tmp_path / "b", source)
+    a.startup(), b.startup()
+    v = np.random.default_rng(7).normal(size=DIM).astype(np.float32)
+    v /= np.linalg.norm(v)
+    fid = source.commit_add(1, v)  # enrolled through A: A adds it itself, B only sees the feed
+    a.add(1, np.array([fid]), v[None])
+    scores, ids = b.search(1, v[None], 1)
+    assert ids[0, 0] == fid and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert a.count(1) == 21  # A's own add and the feed's did not add it twice
+    b.close()  # B persists its copy with the face
+    source.commit_remove(1, fid)  # erased through A
+    a.remove(1, np.array([fid]))
+    assert not b.contains(1, np.array([fid])).any()
+    assert fid not in b.search(1, v[None], 5)[1]
+    b.close()
+    again = make(tmp_path / "b", source)  # B's file on disk no longer holds the erased template
+    assert again.startup()[1]["removed"] == 0 and not again.contains(1, np.array([fid])).any()
+
+
+def test_a_dropped_collection_leaves_every_copy(tmp_path):
+    source = FakeSource({1: 20, 2: 5})
+    a, b = make(tmp_path / "a", source), make(tmp_path / "b", source)
+    a.startup(), b.startup()
+    b.close()
+    assert (tmp_path / "b" / "index" / "collection-2.faiss").exists()
+    del source.data[2]
+    source.feed = [*source.feed, (source.feed_head() + 1, 2, None, "drop")]
+    b.sync()
+    assert not (tmp_path / "b" / "index" / "collection-2.faiss").exists()
+    assert b.count(2) == 0

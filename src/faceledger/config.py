@@ -34,8 +34,10 @@ class Settings(BaseSettings):
 
     # gallery
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file HOME/faceledger.db.")
-    vector_store: str = Field("faiss", description="Where templates are searched: faiss (embedded, the default).")
+    vector_store: str = Field("faiss", description="Where templates are searched: faiss (embedded, the default) or pgvector (in PostgreSQL).")
     ivf_threshold: int = Field(200_000, ge=1, description="Collections this large use an IVF index, smaller ones exact search.")
+    plaintext_vectors_accepted: bool = Field(False, description="Let a store that searches plaintext vectors (pgvector) run with a template key set: its copy of the templates is not encrypted.")
+    vector_sync_interval: float = Field(0.0, ge=0, description="Seconds between a process's checks of the change feed (other processes' enrolments and erasures); 0: before every search.")
     ivf_probe_fraction: float = Field(0.125, gt=0, le=1, description="Share of IVF lists searched per query (recall vs speed, see benchmarks).")
 
     # open-set policy (1:N searches)

@@ -73,6 +73,9 @@ def models(profile: ProfileOpt = None) -> None:
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Listen address (default: setting, 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default: setting, 8080).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help=(
+        "Worker processes on this host. Each holds its own copy of the templates and follows the database's "
+        "change feed; limits and the audit log are shared through the database."))] = 1,
 ) -> None:
     """Start the HTTP API on the embedded defaults (OpenAPI at /openapi.json, docs at /docs)."""
     import logging
@@ -88,7 +91,15 @@ def serve(
         app.state.faceledger.engine.load()  # a missing or corrupt model fails here, naming the file
     except FaceledgerError as exc:
         fail(exc)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info")
+    if workers == 1:
+        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info")
+        return
+    # checked (models, database schema migrated) once here; each worker then builds its own app from the same
+    # settings (the environment), so no two workers race to migrate a fresh database
+    app.state.faceledger.close()
+    del app
+    uvicorn.run("faceledger.api.app:create_app", factory=True, workers=workers, host=host or settings.host,
+                port=port or settings.port, log_level="info")
 
 
 def register(app: typer.Typer) -> None:

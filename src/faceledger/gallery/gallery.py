@@ -40,7 +40,9 @@ class Gallery:
                                          directory=self.settings.home / "index", cipher=self.store.cipher,
                                          integrity_key=self.store.index_key(),
                                          ivf_threshold=self.settings.ivf_threshold,
-                                         probe_fraction=self.settings.ivf_probe_fraction)
+                                         probe_fraction=self.settings.ivf_probe_fraction,
+                                         sync_interval=self.settings.vector_sync_interval,
+                                         plaintext_accepted=self.settings.plaintext_vectors_accepted)
         self._calibration: Calibration | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -120,7 +122,8 @@ class Gallery:
     def delete_collection(self, name: str, tenant: str = "default") -> ErasureReceipt:
         cid, subjects, face_ids = self.store.delete_collection(tenant, name)
         self.vectors.drop(cid)
-        return ErasureReceipt(name, subjects, face_ids, iso(utcnow()), pending=self.store.purge_freed_pages())
+        return ErasureReceipt(name, subjects, face_ids, iso(utcnow()),
+                              pending=self.store.purge_freed_pages() + self.vectors.erasure_pending())
 
     # ------------------------------------------------------------------ subjects
     def list_subjects(self, collection: str, *, tenant: str = "default", limit: int = 100,
@@ -157,7 +160,7 @@ class Gallery:
 
     def _after_erase(self, cid: int, face_ids: Sequence[int]) -> list[str]:
         self.vectors.remove(cid, np.array(face_ids, np.int64))
-        return self.store.purge_freed_pages()
+        return self.store.purge_freed_pages() + self.vectors.erasure_pending()
 
     # ------------------------------------------------------------------ enrolment
     def enroll(self, collection: str, subject_id: str, images: Sequence[ImageInput], *, tenant: str = "default",
@@ -263,6 +266,12 @@ class Gallery:
         return float(np.max(np.stack(templates) @ template)), len(templates)
 
     # ------------------------------------------------------------------ upkeep
+    def subject_exists(self, collection: str, subject_id: str, *, tenant: str = "default") -> bool:
+        try:
+            return self.store.stored_consent(self.collection(collection, tenant).id, subject_id) is not None
+        except NotFound:
+            return False
+
     def retention_due(self, now: dt.datetime) -> list[tuple[str, str, str, str]]:
         return self.store.retention_due(now)
 

@@ -179,3 +179,33 @@ class AuditOutbox(Base):
     token: Mapped[str] = mapped_column(String(32), primary_key=True)
     at: Mapped[str] = mapped_column(String(40))
     payload: Mapped[str] = mapped_column(Text)  # the record's fields as known before the change (JSON)
+
+
+class FaceChange(Base):
+    """The change feed: every face added or removed, and every collection dropped, in commit order.
+
+    Written in the same transaction as the change itself. Processes that keep a copy of the
+    templates in memory (the FAISS store) follow it from the last ``seq`` they applied, so an
+    enrolment through one process is searchable through every other, and an erased face
+    leaves every copy. ``seq`` is in commit order: on PostgreSQL writers of the feed queue on
+    an advisory lock before their rows get a number; on SQLite the write lock serialises them.
+    """
+
+    __tablename__ = "face_changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    collection_id: Mapped[int] = mapped_column()  # no foreign key: a dropped collection's changes stay
+    face_id: Mapped[int | None] = mapped_column(default=None)  # None for "drop"
+    op: Mapped[str] = mapped_column(String(8))  # "add", "remove", "drop"
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UsageCounter(Base):
+    """Uses of a limited operation per key and clock window (rate limits, hourly quotas), shared by every process."""
+
+    __tablename__ = "usage_counters"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # "minute:<key id>", "hour:<key id>"
+    period: Mapped[int] = mapped_column(primary_key=True)  # the minute or hour since the epoch
+    count: Mapped[int] = mapped_column()

@@ -13,7 +13,9 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +35,28 @@ from faceledger.gallery.records import (
     TenantPolicyInfo,
     iso,
 )
-from faceledger.gallery.schema import Collection, Face, Meta, Subject, TenantPolicy, utcnow
+from faceledger.gallery.schema import (Collection, Face, FaceChange, Meta, Subject, TenantPolicy, UsageCounter,
+                                      utcnow)
+
+
+ADD, REMOVE, DROP = "add", "remove", "drop"
+FEED_LOCK = int.from_bytes(b"fl-feed\0", "big")  # PostgreSQL advisory lock key of the change feed's writers
+
+
+def record_changes(s: Session, collection_id: int, op: str, face_ids: Sequence[int] = ()) -> None:
+    """Add the change feed's rows for a change, in the transaction that makes it (see ``FaceChange``).
+
+    On PostgreSQL the transaction first takes the feed's advisory lock (held to its commit), so feed
+    numbers are given in commit order and a follower never skips a change that commits late.
+    """
+    if op != DROP and not len(face_ids):
+        return
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+    now = utcnow()
+    rows = ([{"collection_id": collection_id, "face_id": None, "op": DROP, "at": now}] if op == DROP else
+            [{"collection_id": collection_id, "face_id": int(f), "op": op, "at": now} for f in face_ids])
+    s.execute(insert(FaceChange), rows)
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -47,6 +70,9 @@ class SqlStore:
         outbox.install(self.session)  # every data-changing commit carries its operation's audit intent
         self.cipher = TemplateCipher(parse_key(settings.template_key))
         self._check_template_key()
+        # set by a vector store that lives in this database (pgvector): called with (session, collection id, face
+        # ids, templates) inside the transaction that adds those faces
+        self.vector_writer = None
 
     def close(self) -> None:
         self.db.dispose()
@@ -77,6 +103,32 @@ class SqlStore:
                     s.rollback()
                 row = s.get(Meta, "index_key")
             return bytes.fromhex(row.value)
+
+    def deployment_id(self) -> str:
+        """A short public name of this database (names its collections in external engines, e.g. Milvus)."""
+        import hashlib
+
+        return hashlib.sha256(b"deployment" + self.index_key()).hexdigest()[:12]
+
+    def get_meta_int(self, key: str) -> int:
+        with self.session() as s:
+            row = s.get(Meta, key)
+            return int(row.value) if row is not None else 0
+
+    def raise_meta_int(self, key: str, value: int) -> None:
+        """Set a counter kept in ``meta`` to ``value`` unless it is already higher (several processes may race)."""
+        for _ in range(3):
+            with self.session() as s:
+                row = s.get(Meta, key, with_for_update=True)
+                if row is None:
+                    s.add(Meta(key=key, value=str(int(value))))
+                elif int(row.value) < value:
+                    row.value = str(int(value))
+                try:
+                    s.commit()
+                    return
+                except IntegrityError:  # created by another process first
+                    s.rollback()
 
     def rekey(self, new_key: bytes | None) -> int:
         """Re-encrypt every template under ``new_key`` (None: store in the clear), in one transaction."""
@@ -158,6 +210,7 @@ class SqlStore:
             s.execute(delete(Face).where(Face.collection_id == cid))
             s.execute(delete(Subject).where(Subject.collection_id == cid))
             s.delete(c)
+            record_changes(s, cid, DROP)
             s.commit()
         return cid, subjects, face_ids
 
@@ -199,6 +252,7 @@ class SqlStore:
             face_ids = list(s.scalars(select(Face.id).where(Face.subject_id == subject.id)).all())
             s.execute(delete(Face).where(Face.subject_id == subject.id))
             s.delete(subject)
+            record_changes(s, c.id, REMOVE, face_ids)
             s.commit()
         return face_ids
 
@@ -209,6 +263,7 @@ class SqlStore:
             if face is None or face.subject_id != subject.id:
                 raise NotFound(f"face {face_id} not found for subject '{subject_id}'", face_id=face_id)
             s.delete(face)
+            record_changes(s, c.id, REMOVE, [face_id])
             s.commit()
 
     # ------------------------------------------------------------------ faces
@@ -259,6 +314,9 @@ class SqlStore:
             info = self._subject_info(s, subject, faces=False)
             face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), f.id in new_ids)
                           for f in rows]
+            record_changes(s, c.id, ADD, new_ids)
+            if self.vector_writer is not None:
+                self.vector_writer(s, c.id, new_ids, new_vectors)
             s.commit()  # acknowledged from here on: durable (WAL, synchronous=FULL)
         return (SubjectInfo(info.subject_id, info.display_name, info.metadata, info.consent, info.created_at,
                             face_infos, info.face_count), new_ids, new_vectors)
@@ -281,6 +339,9 @@ class SqlStore:
                     for e, v, h in zip(subject_ids, templates, image_hashes)]
             # ids come from the database (RETURNING), never from max(id)+1: safe with several writers
             ids = s.scalars(insert(Face).returning(Face.id, sort_by_parameter_order=True), rows).all()
+            record_changes(s, cid, ADD, ids)
+            if self.vector_writer is not None:
+                self.vector_writer(s, cid, ids, templates)
             s.commit()
         return np.array(ids, np.int64)
 
@@ -314,6 +375,49 @@ class SqlStore:
         if not len(face_ids):
             return np.zeros((0, 0), np.float32)
         return np.stack([self.cipher.unpack(out[int(i)]) for i in face_ids])
+
+    # ------------------------------------------------------------------ usage counters (rate limits, quotas)
+    def count_use(self, name: str, period: int, limit: int) -> bool:
+        """Count one use of ``name`` in ``period`` unless ``limit`` is reached (then False, nothing counted).
+
+        One atomic statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE count < limit), so processes that
+        share the database count every use once and never pass the limit together.
+        """
+        if limit <= 0:
+            return False
+        with self.session() as s:
+            dialect = s.get_bind().dialect.name
+            upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+            statement = (upsert(UsageCounter).values(name=name, period=period, count=1)
+                         .on_conflict_do_update(index_elements=[UsageCounter.name, UsageCounter.period],
+                                                set_={"count": UsageCounter.count + 1},
+                                                where=UsageCounter.count < limit)
+                         .returning(UsageCounter.count))
+            count = s.scalar(statement)
+            if count == 1:  # a new period for this name: forget the kind's periods before the last one
+                kind = name.split(":", 1)[0]
+                s.execute(delete(UsageCounter).where(UsageCounter.name.startswith(f"{kind}:", autoescape=True),
+                                                     UsageCounter.period < period - 1))
+            s.commit()
+            return count is not None
+
+    def feed_head(self) -> int:
+        """The last change feed number committed (0 for none)."""
+        with self.session() as s:
+            return s.scalar(select(func.max(FaceChange.seq))) or 0
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, int, int | None, str]]:
+        """(seq, collection id, face id, op) of the feed after ``seq``, in order, at most ``limit``."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(
+                select(FaceChange.seq, FaceChange.collection_id, FaceChange.face_id, FaceChange.op)
+                .where(FaceChange.seq > seq).order_by(FaceChange.seq).limit(limit))]
+
+    def existing(self, collection_id: int, face_ids: Sequence[int]) -> np.ndarray:
+        """Those of ``face_ids`` the collection still holds."""
+        with self.session() as s:
+            return np.array(sorted(s.scalars(select(Face.id).where(
+                Face.collection_id == collection_id, Face.id.in_([int(i) for i in face_ids])))), np.int64)
 
     def all_vectors(self, collection_id: int) -> tuple[np.ndarray, np.ndarray]:
         ids, blobs = [], []
@@ -363,6 +467,8 @@ class SqlStore:
         Returns what is still pending: a checkpoint cannot finish while another connection
         reads from the WAL; it is retried here, and the next erasure or start-up completes it.
         """
+        if self.db.dialect.name == "postgresql":
+            return self._vacuum()
         if self.db.dialect.name != "sqlite":
             return []
         for attempt in range(attempts):
@@ -378,6 +484,27 @@ class SqlStore:
             time.sleep(0.05 * (attempt + 1))
         return ["sqlite-wal: another connection was reading; the erased rows leave the write-ahead log at the "
                 "next checkpoint (every erasure and every start-up tries again)"]
+
+    def _vacuum(self) -> list[str]:
+        """PostgreSQL: rewrite the tables that held the erased rows; returns what still holds them.
+
+        A plain VACUUM only marks a dead row's space free: its bytes stay in the table file until reused
+        (measured: an erased template was still in ``faces`` after VACUUM and a checkpoint). ``VACUUM FULL``
+        writes the table anew without them, holding an exclusive lock on it meanwhile (searches of pgvector
+        wait; with the faiss store they do not read ``faces``). ``face_vectors`` (pgvector) is not rewritten
+        here: that rebuilds its HNSW index, which takes minutes at a million faces.
+        """
+        with self.db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            vectors = conn.exec_driver_sql("SELECT to_regclass('face_vectors')").scalar() is not None
+            conn.exec_driver_sql("VACUUM FULL faces")
+            if vectors:
+                conn.exec_driver_sql("VACUUM face_vectors")
+        pending = ["postgresql-wal: the erased rows stay in PostgreSQL's write-ahead log until its segments are "
+                   "recycled after later checkpoints, and in any WAL archive, backup or replica you keep"]
+        if vectors:
+            pending.append("pgvector: the erased vectors' bytes stay in the free space of face_vectors and its HNSW "
+                           "index until reused; `faceledger index rebuild` rewrites both without them")
+        return pending
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

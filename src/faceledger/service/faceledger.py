@@ -65,8 +65,8 @@ class Faceledger:
         self.metrics = metrics or ServiceMetrics()
         self.events = ev.EventBus()
         subscribe_defaults(self.events, self.audit, self.metrics)
-        self.rate = RateLimiter(self.settings.identify_per_minute)
-        self.hourly = HourlyQuota()
+        self.rate = RateLimiter(self.settings.identify_per_minute, self.gallery.store.count_use)
+        self.hourly = HourlyQuota(self.gallery.store.count_use)
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> dict[str, dict]:
@@ -434,6 +434,8 @@ class Faceledger:
         erasure (and receipt) each."""
         receipts = []
         for tenant, collection, subject_id, reason in self.gallery.retention_due(now or utcnow()):
+            if not self.gallery.subject_exists(collection, subject_id, tenant=tenant):
+                continue  # erased since the list was read (another process's schedule, an erasure request)
             actor = Actor.system(tenant, "retention schedule").with_reference(reason)
             with self._operation("erase", actor, collection, [subject_id]):
                 receipt = self.gallery.delete_subject(collection, subject_id, tenant=tenant)

@@ -1,5 +1,6 @@
-"""Guardrails (in this process's memory): per-key rate limits and hourly quotas against bulk searching,
-per-address throttling and aggregated audit records of refused authentications, bounds on metadata."""
+"""Guardrails: per-key rate limits and hourly quotas against bulk searching (counted in the database, so once
+across every process and host that shares it), per-address throttling and aggregated audit records of refused
+authentications (in this process's memory), bounds on metadata."""
 
 from __future__ import annotations
 
@@ -10,48 +11,65 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from faceledger.errors import InvalidArgument, RateLimited
 
 
-class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests, refilled continuously."""
+class Counter(Protocol):
+    """Counts uses per (name, window) up to a limit, atomically: the SQL store's ``count_use`` (shared by every
+    process on the database) or :class:`MemoryCounter`."""
 
-    def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                retry = (1 - tokens) / self.rate
-                self._buckets[key] = (tokens, now)
-                raise RateLimited(f"identification rate limit of {self.capacity:g} per minute reached",
-                                  retry_after_s=round(retry, 2))
-            self._buckets[key] = (tokens - 1, now)
+    def __call__(self, name: str, window: int, limit: int) -> bool:
+        """Count one use and return True, or return False (counting nothing) when ``limit`` is reached."""
 
 
-class HourlyQuota:
-    """At most N identifications per key in any clock hour (a tenant guardrail against bulk searching)."""
+class MemoryCounter:
+    """Counters in this process's memory (one process only; the service uses the SQL store's)."""
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
-    def take(self, key: str, per_hour: int) -> None:
-        hour = int(time.time() // 3600)
+    def __call__(self, name: str, window: int, limit: int) -> bool:
         with self._lock:
-            used = self._counts.get((key, hour), 0)
-            if used >= per_hour:
-                raise RateLimited(f"this key's quota of {per_hour} identifications per hour is used up",
-                                  retry_after_s=3600 - time.time() % 3600, quota=per_hour)
-            self._counts = {k: v for k, v in self._counts.items() if k[1] == hour}
-            self._counts[(key, hour)] = used + 1
+            used = self._counts.get((name, window), 0)
+            if used >= limit:
+                return False
+            self._counts = {k: v for k, v in self._counts.items() if k[1] >= window - 1}
+            self._counts[(name, window)] = used + 1
+            return True
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests per key in each clock minute, counted once across every process that shares
+    the counter (a fixed window: the count starts again at each minute)."""
+
+    def __init__(self, per_minute: int, counter: Counter | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.capacity = per_minute
+        self.counter = counter or MemoryCounter()
+        self.clock = clock
+
+    def take(self, key: str) -> None:
+        now = self.clock()
+        if not self.counter(f"minute:{key}", int(now // 60), self.capacity):
+            raise RateLimited(f"identification rate limit of {self.capacity:g} per minute reached",
+                              retry_after_s=round(60 - now % 60, 2))
+
+
+class HourlyQuota:
+    """At most N identifications per key in any clock hour (a tenant guardrail against bulk searching), counted
+    once across every process that shares the counter."""
+
+    def __init__(self, counter: Counter | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.counter = counter or MemoryCounter()
+        self.clock = clock
+
+    def take(self, key: str, per_hour: int) -> None:
+        now = self.clock()
+        if not self.counter(f"hour:{key}", int(now // 3600), per_hour):
+            raise RateLimited(f"this key's quota of {per_hour} identifications per hour is used up",
+                              retry_after_s=3600 - now % 3600, quota=per_hour)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,15 @@ class TemplateSource(Protocol):
 
     def all_vectors(self, collection_id: int) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def feed_head(self) -> int:
+        """The last change feed number committed."""
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, int, int | None, str]]:
+        """(seq, collection id, face id, op) after ``seq`` in commit order; op: "add", "remove", "drop"."""
+
+    def existing(self, collection_id: int, face_ids) -> np.ndarray:
+        """Those of ``face_ids`` the collection still holds."""
+
 
 class VectorStore(Protocol):
     """Templates by face id, searchable within one collection (the filter every search carries)."""
@@ -35,6 +44,9 @@ class VectorStore(Protocol):
 
     def load(self, collection_id: int) -> None:
         """Make sure the collection is loaded (before a write, so new faces are added exactly once)."""
+
+    def sync(self, *, force: bool = False) -> int:
+        """Catch up with changes made by other processes (the SQL change feed); returns the changes read."""
 
     def add(self, collection_id: int, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
@@ -59,6 +71,9 @@ class VectorStore(Protocol):
 
     def reset(self) -> None:
         """Forget everything held and persisted (after templates were re-encrypted)."""
+
+    def erasure_pending(self) -> list[str]:
+        """What still holds erased templates after ``remove`` (for erasure receipts); [] when nothing does."""
 
     def health(self) -> dict: ...
 

@@ -8,12 +8,21 @@ from it are added, faces no longer in SQL are removed. A persisted index that fa
 integrity check or does not match its metadata is never used: the collection is rebuilt
 from the SQL store, with a warning and the reason in the report. An erasure drops
 the persisted copy at once, so no erased template stays on disk until the next close.
+
+Several processes (workers of one host, or hosts sharing one PostgreSQL) each hold their own
+copy. Each follows the SQL change feed (``face_changes``: faces added and removed, collections
+dropped, in commit order) before every search, write and save (at most every
+``sync_interval`` seconds; 0, the default, means every time): a face enrolled through one
+process is searchable through every other as soon as its enrolment has committed, and an
+erased face leaves every copy, persisted ones included, at the next call. A lagging copy never
+returns an erased face anyway: every search result is joined with SQL.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +39,11 @@ class FaissVectorStore:
 
     def __init__(self, source: TemplateSource, dim: int, directory: Path, *, cipher=None,
                  integrity_key: bytes | None = None, ivf_threshold: int = 200_000,
-                 probe_fraction: float = 0.125) -> None:
+                 probe_fraction: float = 0.125, sync_interval: float = 0.0) -> None:
         self.source = source
+        self.sync_interval = sync_interval
+        self._position: int | None = None  # the last change feed number applied (None: not started)
+        self._synced_at = float("-inf")
         self.integrity_key = integrity_key  # authenticates the persisted indexes; never stored beside them
         self.dim = dim
         self.directory = directory
@@ -44,17 +56,71 @@ class FaissVectorStore:
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> dict[int, dict]:
-        return {cid: self._load(cid) for cid in self.source.collection_ids()}
+        with self._lock:  # the feed's head is read first: what commits during the loads is applied by sync
+            self._start_feed()
+            self._synced_at = time.monotonic()
+            return {cid: self._load(cid) for cid in self.source.collection_ids()}
 
     def load(self, collection_id: int) -> None:
+        self.sync()
         self._index(collection_id)
 
+    def sync(self, *, force: bool = False) -> int:
+        """Apply the change feed since the last call (see the module docstring); returns the changes read."""
+        if not force and time.monotonic() - self._synced_at < self.sync_interval:
+            return 0
+        read = 0
+        with self._lock:
+            if self._start_feed():
+                return 0
+            while True:
+                changes = self.source.changes_since(self._position)
+                if not changes:
+                    break
+                read += len(changes)
+                added: dict[int, list[int]] = {}
+                for _seq, cid, face_id, op in changes:
+                    if op == "drop":
+                        self.drop(cid)
+                        added.pop(cid, None)
+                    elif op == "remove":  # every copy of an erased template goes, the persisted one too
+                        if cid in self._indexes:
+                            self._indexes[cid].remove(np.array([face_id], np.int64))
+                            self._dirty.add(cid)
+                        self._unlink(cid)
+                    elif op == "add" and cid in self._indexes:  # a collection not loaded is read from SQL
+                        added.setdefault(cid, []).append(face_id)
+                for cid, ids in added.items():
+                    self._add_new(cid, self.source.existing(cid, ids))  # not erased since
+                self._position = changes[-1][0]
+            self._synced_at = time.monotonic()
+        return read
+
+    def _start_feed(self) -> bool:
+        """Before the first load: follow the feed from its head (what is loaded later is read from SQL)."""
+        if self._position is not None:
+            return False
+        self._position = self.source.feed_head()
+        return True
+
+    def _add_new(self, cid: int, ids: np.ndarray) -> None:
+        """Add the faces of ``ids`` the index does not hold yet, their vectors read from the source."""
+        index = self._indexes[cid]
+        ids = ids[~np.isin(ids, index.ids())] if len(ids) else ids
+        if len(ids):
+            index.add(ids, self.source.vectors(ids))
+            self._dirty.add(cid)
+
     def close(self) -> None:
+        self.sync(force=True)  # nothing erased elsewhere is written back to disk
         with self._lock:
             for cid in list(self._dirty):
                 if cid in self._indexes:
                     self._save(cid)
             self._dirty.clear()
+
+    def erasure_pending(self) -> list[str]:
+        return []  # the persisted copy was dropped at once; memory holds none
 
     def health(self) -> dict:
         with self._lock:
@@ -71,8 +137,11 @@ class FaissVectorStore:
     # ------------------------------------------------------------------ writes
     def add(self, collection_id: int, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            self._index(collection_id).add(np.asarray(ids, np.int64), vectors)
-            with self._lock:
+            ids = np.asarray(ids, np.int64)
+            with self._lock:  # the feed may have brought some of them in already
+                index = self._index(collection_id)
+                new = ~np.isin(ids, index.ids())
+                index.add(ids[new], np.asarray(vectors)[new])
                 self._dirty.add(collection_id)
             self._maybe_upgrade(collection_id)
 
@@ -90,6 +159,7 @@ class FaissVectorStore:
 
     # ------------------------------------------------------------------ reads
     def search(self, collection_id: int, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.sync()
         index = self._index(collection_id)
         if not len(index):
             empty = np.zeros((len(vectors), 0))
@@ -97,9 +167,11 @@ class FaissVectorStore:
         return index.search(vectors, k)
 
     def count(self, collection_id: int) -> int:
+        self.sync()
         return len(self._index(collection_id))
 
     def contains(self, collection_id: int, ids: np.ndarray) -> np.ndarray:
+        self.sync()
         return np.isin(np.asarray(ids, np.int64), self._index(collection_id).ids())
 
     def kind(self, collection_id: int) -> str:
@@ -139,6 +211,7 @@ class FaissVectorStore:
     def _load(self, cid: int) -> dict:
         """Load the persisted index (or build one) and reconcile it with the source of truth."""
         with self._lock:
+            self._start_feed()
             try:
                 loaded = FaissIndex.load(self._path(cid), self.probe_fraction, {"collection_id": cid, "dim": self.dim},
                                          self.cipher, self.integrity_key)
