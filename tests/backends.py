@@ -77,9 +77,24 @@ class Milvus:
     def uri(self) -> str:
         return f"milvus://127.0.0.1:{self.port}"
 
+    def kill(self) -> None:
+        """kill -9 the server (its data folder stays)."""
+        self.server.server_proc.kill()
+        self.server.server_proc.wait(10)
+        self.server.server_proc = None
+        for fd in self.server.proc_fds.values():
+            fd.close()
+        self.server.proc_fds.clear()
+
+    def restart(self) -> None:
+        """Start the server again on its data folder (its port may change: read ``uri`` again)."""
+        self.server.start()
+        self.port = int(self.server.listen_port)
+
     def stop(self) -> None:
-        """Stop the server; it may ignore SIGTERM for a while (measured: 30 s and more), so kill what remains."""
-        proc = getattr(self.server, "proc", None) or getattr(self.server, "_proc", None)
+        """Stop the server; it may ignore SIGTERM for a while (measured: 30 s and more): the wheel's stop kills it
+        after 1 s."""
+        proc = getattr(self.server, "server_proc", None)
         try:
             self.server.stop()
         except Exception:
@@ -90,7 +105,7 @@ class Milvus:
 
 
 BACKENDS = {  # the storage backends the gallery and API suites run against: (database, vector store)
-    "sqlite": None, "postgresql": "faiss", "pgvector": "pgvector"}
+    "sqlite": None, "postgresql": "faiss", "pgvector": "pgvector", "milvus": "milvus"}
 
 
 def backend_settings(name: str, home, postgres_factory, milvus_factory=None) -> dict:

@@ -96,7 +96,7 @@ def milvus():
     return Milvus()
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "pgvector"])
+@pytest.fixture(params=["sqlite", "postgresql", "pgvector", "milvus"])
 def backend(request, tmp_path) -> dict:
     """Each backend's settings for one test (SQLite+FAISS, PostgreSQL+FAISS, PostgreSQL+pgvector, PostgreSQL+Milvus)."""
     from backends import backend_settings

@@ -130,3 +130,12 @@ def test_cli_audit_verify_and_export(log, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "faceledger.cli", "audit", "verify"], env=env, capture_output=True,
                          text=True)
     assert bad.returncode == 1 and json.loads(bad.stdout)["first_bad_seq"] == 7
+
+
+def test_a_long_decision_is_recorded_on_every_engine(database_url):
+    """Decisions name policies, keys and tenants: any length is recorded (PostgreSQL enforces column lengths)."""
+    engine, session = open_database(database_url)
+    audit = AuditLog(session, KEY)
+    decision = "target_fpir 0.111994 -> 0.111994, target_fmr 0.458913 -> 0.458913; " + "x" * 300
+    seq = audit.append("collection.update", tenant="t" * 128, collection="c" * 128, decision=decision)
+    assert audit.query()[-1]["decision"] == decision and audit.verify().ok and seq == 1

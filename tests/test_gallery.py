@@ -221,7 +221,7 @@ def test_index_is_reconciled_with_the_database(cast, people, engine):
     cast.close()
     g = Faceledger(cast.settings, engine)
     report = g.gallery.startup()
-    assert report["default/bbt"]["source"] in ("loaded", "pgvector") and report["default/bbt"]["count"] == 2 * len(CAST)
+    assert report["default/bbt"]["source"] in ("loaded", "pgvector", "milvus") and report["default/bbt"]["count"] == 2 * len(CAST)
     with g.gallery.store.db.begin() as conn:  # the database changes behind the index's back (as after a crash)
         from sqlalchemy import text
 

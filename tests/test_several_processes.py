@@ -193,3 +193,40 @@ def test_serve_with_two_workers_on_the_embedded_defaults(tmp_path, people):
         assert limited >= 1
         log = (tmp_path / "server.log").read_text()
         assert log.count("Application startup complete") == 2, log[-2000:]
+
+
+@pytest.mark.slow
+def test_milvus_killed_during_enrolment_loses_nothing(postgres, milvus, tmp_path, people, settings, engine):
+    """kill -9 of Milvus in the middle of enrolments: SQL keeps committing (its change feed is the outbox); after
+    Milvus restarts, every face SQL holds is searchable, Milvus holds no face SQL does not, the outbox is drained."""
+    from faceledger.gallery.records import Consent
+
+    me = Actor.local()
+    url = postgres.new_database()
+    fl = Faceledger(settings.model_copy(update={"home": tmp_path, "database_url": url, "vector_store": milvus.uri}),
+                    engine)
+    fl.create_collection(me, "door", require_consent=False)
+    photos = [(n, people / "bbt" / n / f"{n}{i}.png") for n in ("amy", "penny", "raj", "howard") for i in (1, 2)]
+    acknowledged, refused = [], []
+    for i, (name, photo) in enumerate(photos):
+        if i == 4:
+            milvus.kill()
+        try:
+            fl.enroll(me, "door", f"{name}-{i}", [photo], consent=Consent("contract"))
+            acknowledged.append((f"{name}-{i}", name))
+        except Exception:  # Milvus unreachable: the call fails (its face may have committed to SQL already)
+            refused.append(i)
+    assert len(acknowledged) >= 4 and refused
+    milvus.restart()
+    again = Faceledger(settings.model_copy(update={"home": tmp_path, "database_url": url,
+                                                   "vector_store": milvus.uri}), engine)
+    again.gallery.startup()
+    store, vectors = again.gallery.store, again.gallery.vectors
+    cid = again.gallery.collection("door").id
+    held = store.face_ids(cid)
+    assert vectors.count(cid, consistency="Strong") == len(held) and vectors.contains(cid, held).all()
+    assert store.get_meta_int("milvus_applied_seq") == store.feed_head()
+    for subject, name in acknowledged:  # searchable: each acknowledged subject is a candidate for its own person
+        probe = people / "bbt" / name / f"{name}3.png"
+        assert subject in [c.subject_id for c in again.identify(me, "door", probe, top_k=10).faces[0].candidates]
+    again.close()

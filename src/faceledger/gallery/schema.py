@@ -125,7 +125,7 @@ class AuditRecord(Base):
     collection: Mapped[str | None] = mapped_column(String(128))
     subject_ids: Mapped[list] = mapped_column(JSON)
     scores: Mapped[list] = mapped_column(JSON)
-    decision: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(64))  # "ok" or the error code of a refusal
     purpose: Mapped[str | None] = mapped_column(String(512))
     reference: Mapped[str | None] = mapped_column(String(256))
