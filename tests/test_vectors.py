@@ -52,9 +52,10 @@ class FakeSource:
     def changes_since(self, seq: int, limit: int = 10_000) -> list[tuple]:
         return [c for c in self.feed if c[0] > seq][:limit]
 
-    def existing(self, collection_id: int, face_ids) -> np.ndarray:
+    def existing_vectors(self, collection_id: int, face_ids) -> tuple[np.ndarray, np.ndarray]:
         held = self.data.get(collection_id, (np.zeros(0, np.int64),))[0]
-        return np.intersect1d(held, np.asarray(face_ids, np.int64))
+        ids = np.intersect1d(held, np.asarray(face_ids, np.int64))
+        return ids, self.vectors(ids) if len(ids) else np.zeros((0, DIM), np.float32)
 
     feed: list = []
 

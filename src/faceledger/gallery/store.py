@@ -413,11 +413,19 @@ class SqlStore:
                 select(FaceChange.seq, FaceChange.collection_id, FaceChange.face_id, FaceChange.op)
                 .where(FaceChange.seq > seq).order_by(FaceChange.seq).limit(limit))]
 
-    def existing(self, collection_id: int, face_ids: Sequence[int]) -> np.ndarray:
-        """Those of ``face_ids`` the collection still holds."""
+    def existing_vectors(self, collection_id: int, face_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, templates) of those of ``face_ids`` the collection still holds, read in one query each 5,000: a face
+        erased by another process meanwhile is simply not there (never a half answer)."""
+        rows = []
         with self.session() as s:
-            return np.array(sorted(s.scalars(select(Face.id).where(
-                Face.collection_id == collection_id, Face.id.in_([int(i) for i in face_ids])))), np.int64)
+            for start in range(0, len(face_ids), 5000):
+                chunk = [int(i) for i in face_ids[start:start + 5000]]
+                rows += s.execute(select(Face.id, Face.template).where(
+                    Face.collection_id == collection_id, Face.id.in_(chunk)).order_by(Face.id)).all()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return (np.array([r[0] for r in rows], np.int64),
+                np.stack([self.cipher.unpack(r[1]) for r in rows]).astype(np.float32))
 
     def all_vectors(self, collection_id: int) -> tuple[np.ndarray, np.ndarray]:
         ids, blobs = [], []

@@ -29,8 +29,8 @@ class TemplateSource(Protocol):
     def changes_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, int, int | None, str]]:
         """(seq, collection id, face id, op) after ``seq`` in commit order; op: "add", "remove", "drop"."""
 
-    def existing(self, collection_id: int, face_ids) -> np.ndarray:
-        """Those of ``face_ids`` the collection still holds."""
+    def existing_vectors(self, collection_id: int, face_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, templates) of those of ``face_ids`` the collection still holds, in one read."""
 
 
 class VectorStore(Protocol):

@@ -113,12 +113,15 @@ class FaissIndex:
 
 
 def reconcile(index: FaissIndex, truth_ids: np.ndarray, fetch) -> tuple[int, int]:
-    """Make ``index`` hold exactly ``truth_ids``; ``fetch(ids)`` returns their vectors. Returns (added, removed)."""
+    """Make ``index`` hold exactly ``truth_ids``; ``fetch(ids)`` returns (ids, vectors) of those still held (one
+    erased meanwhile is left out). Returns (added, removed)."""
     have = index.ids()
     extra = np.setdiff1d(have, truth_ids, assume_unique=False)
     missing = np.setdiff1d(truth_ids, have, assume_unique=False)
     index.remove(extra)
+    added = 0
     for start in range(0, len(missing), 50_000):
-        chunk = missing[start : start + 50_000]
-        index.add(chunk, fetch(chunk))
-    return len(missing), len(extra)
+        ids, vectors = fetch(missing[start : start + 50_000])
+        index.add(ids, vectors)
+        added += len(ids)
+    return added, len(extra)

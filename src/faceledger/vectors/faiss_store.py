@@ -91,7 +91,7 @@ class FaissVectorStore:
                     elif op == "add" and cid in self._indexes:  # a collection not loaded is read from SQL
                         added.setdefault(cid, []).append(face_id)
                 for cid, ids in added.items():
-                    self._add_new(cid, self.source.existing(cid, ids))  # not erased since
+                    self._add_new(cid, np.array(ids, np.int64))
                 self._position = changes[-1][0]
             self._synced_at = time.monotonic()
         return read
@@ -104,12 +104,14 @@ class FaissVectorStore:
         return True
 
     def _add_new(self, cid: int, ids: np.ndarray) -> None:
-        """Add the faces of ``ids`` the index does not hold yet, their vectors read from the source."""
+        """Add the faces of ``ids`` the index does not hold yet and SQL still does, their vectors read from SQL."""
         index = self._indexes[cid]
         ids = ids[~np.isin(ids, index.ids())] if len(ids) else ids
         if len(ids):
-            index.add(ids, self.source.vectors(ids))
-            self._dirty.add(cid)
+            ids, vectors = self.source.existing_vectors(cid, ids)  # not erased since
+            if len(ids):
+                index.add(ids, vectors)
+                self._dirty.add(cid)
 
     def close(self) -> None:
         self.sync(force=True)  # nothing erased elsewhere is written back to disk
@@ -229,7 +231,8 @@ class FaissVectorStore:
                 return {"source": "rebuilt from database", "reason": reason, "count": len(self._indexes[cid]),
                         "added": 0, "removed": 0}
             index = loaded[0]
-            added, removed = reconcile(index, self.source.face_ids(cid), self.source.vectors)
+            added, removed = reconcile(index, self.source.face_ids(cid),
+                                       lambda ids: self.source.existing_vectors(cid, ids))
             self._indexes[cid] = index
             if added or removed:
                 self._dirty.add(cid)

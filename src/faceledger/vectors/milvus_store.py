@@ -104,9 +104,10 @@ class MilvusVectorStore:
                 for cid, ids in added.items():
                     ids = [i for i in ids if i not in self._mine]
                     self._mine.difference_update(added[cid])
-                    ids = self.source.existing(cid, ids) if ids else []  # not erased since
-                    if len(ids):
-                        self._upsert(cid, ids, self.source.vectors(ids))
+                    if ids:
+                        ids, vectors = self.source.existing_vectors(cid, ids)  # not erased since
+                        if len(ids):
+                            self._upsert(cid, ids, vectors)
                 self._position = changes[-1][0]
                 self.source.raise_meta_int(HWM_KEY, self._position)  # Milvus has taken everything up to here
                 applied += len(changes)

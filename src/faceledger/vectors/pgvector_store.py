@@ -127,7 +127,9 @@ class PgVectorStore:
                 np.int64)
         for start in range(0, len(missing), 5000):
             chunk = missing[start:start + 5000]
-            self.add(collection_id, chunk, self.source.vectors(chunk))
+            ids, vectors = self.source.existing_vectors(collection_id, chunk)  # not erased since
+            if len(ids):
+                self.add(collection_id, ids, vectors)
         return {"source": "pgvector", "count": self.count(collection_id), "added": len(missing), "removed": 0}
 
     def rebuild(self, collection_id: int) -> dict:
