@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Text, cast, delete, func, select, text
+from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from faceledger.gallery.db import advisory_xact_lock
 from faceledger.gallery.outbox import audit_session
 from faceledger.errors import ConfigurationError
 from faceledger.gallery.records import iso
@@ -136,9 +137,8 @@ class AuditLog:
         with self._lock:
             for _ in range(50):  # another process may take the same sequence number first: read again
                 with self.session() as s:
-                    if s.get_bind().dialect.name == "postgresql":  # appenders on every host queue here: the chain
-                        # order is the order they take this lock in (held to the end of the transaction)
-                        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
+                    # appenders on every host queue here: the chain order is the order they take this lock in
+                    advisory_xact_lock(s, APPEND_LOCK)
                     last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
                                      .limit(1)).first()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from faceledger.config import default_url  # noqa: F401  (re-exported: it used to live here)
@@ -40,6 +40,13 @@ def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
         event.listen(engine, "connect", _sqlite_pragmas)
     upgrade(engine)
     return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+def advisory_xact_lock(s: Session, key: int) -> None:
+    """On PostgreSQL, take the transaction-level advisory lock ``key`` (held to commit or rollback): writers on every
+    host queue there. Nothing on SQLite, whose write lock already serialises writers."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def upgrade(engine: Engine) -> None:

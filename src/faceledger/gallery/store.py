@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +23,7 @@ from faceledger.config import Settings
 from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery import outbox
-from faceledger.gallery.db import BUSY_TIMEOUT_MS, open_database
+from faceledger.gallery.db import BUSY_TIMEOUT_MS, advisory_xact_lock, open_database
 from faceledger.gallery.records import (
     CollectionInfo,
     CollectionRef,
@@ -51,8 +51,7 @@ def record_changes(s: Session, collection_id: int, op: str, face_ids: Sequence[i
     """
     if op != DROP and not len(face_ids):
         return
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+    advisory_xact_lock(s, FEED_LOCK)
     now = utcnow()
     rows = ([{"collection_id": collection_id, "face_id": None, "op": DROP, "at": now}] if op == DROP else
             [{"collection_id": collection_id, "face_id": int(f), "op": op, "at": now} for f in face_ids])
@@ -365,16 +364,6 @@ class SqlStore:
     def face_ids(self, collection_id: int) -> np.ndarray:
         with self.session() as s:
             return np.array(s.scalars(select(Face.id).where(Face.collection_id == collection_id)).all(), np.int64)
-
-    def vectors(self, face_ids: np.ndarray) -> np.ndarray:
-        out = {}
-        with self.session() as s:
-            for start in range(0, len(face_ids), 5000):
-                chunk = [int(i) for i in face_ids[start : start + 5000]]
-                out.update(s.execute(select(Face.id, Face.template).where(Face.id.in_(chunk))).all())
-        if not len(face_ids):
-            return np.zeros((0, 0), np.float32)
-        return np.stack([self.cipher.unpack(out[int(i)]) for i in face_ids])
 
     # ------------------------------------------------------------------ usage counters (rate limits, quotas)
     def count_use(self, name: str, period: int, limit: int) -> bool:
