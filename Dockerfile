@@ -19,7 +19,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[postgres]" && rm -rf /root/.cache
+RUN pip install ".[postgres,milvus]" && rm -rf /root/.cache
 
 USER faceledger
 VOLUME ["/data"]

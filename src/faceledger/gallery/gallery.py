@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from contextlib import nullcontext
 from collections.abc import Sequence
 
 import numpy as np
@@ -199,24 +200,28 @@ class Gallery:
         return info
 
     def enroll_templates(self, collection: str, subject_ids: Sequence[str], templates: np.ndarray,
-                         image_hashes: Sequence[str], *, tenant: str = "default", chunk: int = 20_000) -> int:
+                         image_hashes: Sequence[str], *, tenant: str = "default", chunk: int = 20_000,
+                         bulk: bool = False) -> int:
         """Bulk-load templates made elsewhere by this engine's model (evaluation, benchmarks, migration).
 
         One face per row; subjects are created as needed with the collection's consent rule
         waived, so this path is for data that needs no consent record (public benchmarks) and
-        is not exposed by the API. Each chunk is one transaction. Returns the faces added.
+        is not exposed by the API. Each chunk is one transaction. ``bulk``: an initial import, the vector
+        store may build its index once at the end (pgvector drops and rebuilds its HNSW index). Returns the
+        faces added.
         """
         if templates.shape[1] != self.dim:
             raise InvalidArgument(f"templates have {templates.shape[1]} dimensions, the model makes {self.dim}")
         c = self.collection(collection, tenant, for_search=True)
         self.vectors.load(c.id)
         added = 0
-        for start in range(0, len(subject_ids), chunk):
-            vecs = np.asarray(templates[start : start + chunk], np.float32)
-            ids = self.store.insert_templates(c.id, list(subject_ids[start : start + chunk]), vecs,
-                                              image_hashes[start : start + chunk], model_id=self.engine.model_id)
-            self.vectors.add(c.id, ids, vecs)
-            added += len(ids)
+        with self.vectors.bulk_load() if bulk else nullcontext():
+            for start in range(0, len(subject_ids), chunk):
+                vecs = np.asarray(templates[start : start + chunk], np.float32)
+                ids = self.store.insert_templates(c.id, list(subject_ids[start : start + chunk]), vecs,
+                                                  image_hashes[start : start + chunk], model_id=self.engine.model_id)
+                self.vectors.add(c.id, ids, vecs)
+                added += len(ids)
         return added
 
     # ------------------------------------------------------------------ search

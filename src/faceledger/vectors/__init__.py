@@ -38,7 +38,8 @@ def open_vector_store(name: str, *, source: TemplateSource, dim: int, directory:
     if kind == "pgvector":
         from faceledger.vectors.pgvector_store import PgVectorStore
 
-        return PgVectorStore(source, dim, source.db)
+        index = name.split(":", 1)[1] if ":" in name else "hnsw"  # "pgvector", "pgvector:hnsw", "pgvector:ivfflat"
+        return PgVectorStore(source, dim, source.db, index=index)
     if kind == "milvus":  # "milvus" (127.0.0.1:19530) or "milvus://host:port"
         from faceledger.vectors.milvus_store import MilvusVectorStore
 

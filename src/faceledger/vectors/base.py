@@ -7,6 +7,7 @@ SQL store implements it) to rebuild or reconcile itself at start-up and on deman
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
@@ -47,6 +48,10 @@ class VectorStore(Protocol):
         """Catch up with changes made by other processes (the SQL change feed); returns the changes read."""
 
     def add(self, collection_id: int, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """A block of many ``add`` calls: the store may defer index work until the block ends (searches inside it
+        stay correct, perhaps slower)."""
 
     def remove(self, collection_id: int, ids: np.ndarray) -> None: ...
 

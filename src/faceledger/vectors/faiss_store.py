@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,9 @@ class FaissVectorStore:
                 index.add(ids[new], np.asarray(vectors)[new])
                 self._dirty.add(collection_id)
             self._maybe_upgrade(collection_id)
+
+    def bulk_load(self) -> AbstractContextManager[None]:
+        return nullcontext()  # adding to a flat or IVF index is already cheap; a large one is trained at its rebuild
 
     def remove(self, collection_id: int, ids: np.ndarray) -> None:
         self._index(collection_id).remove(np.asarray(ids, np.int64))

@@ -27,6 +27,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import numpy as np
@@ -67,6 +69,7 @@ class MilvusVectorStore:
         self._lock = threading.RLock()
         self._position: int | None = None
         self._synced_at = float("-inf")
+        self.last_index_build_s = 0.0
         self._mine: set[int] = set()  # faces this process wrote itself: the replay skips them once
         if utility.has_collection(self.name_in_milvus, using=self.alias):
             self.collection = Collection(self.name_in_milvus, using=self.alias)
@@ -139,6 +142,18 @@ class MilvusVectorStore:
             with self._lock:
                 self._upsert(collection_id, np.asarray(ids, np.int64), vectors)
                 self._mine.update(int(i) for i in ids)
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """At the end of the block, seal what was inserted and wait until Milvus has indexed it (Milvus indexes
+        sealed segments in the background; until then it searches them by brute force)."""
+        yield
+        from pymilvus import utility
+
+        started = time.perf_counter()
+        self.collection.flush(timeout=600)
+        utility.wait_for_index_building_complete(self.name_in_milvus, using=self.alias, timeout=3600)
+        self.last_index_build_s = time.perf_counter() - started
 
     def remove(self, collection_id: int, ids: np.ndarray) -> None:
         if len(ids):
