@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     max_yaw: float = Field(45.0, description="EXTREME_POSE above this estimated |yaw| in degrees.")
     max_roll: float = Field(45.0, description="EXTREME_POSE above this |roll| in degrees.")
 
+    # cameras and video
+    stream_allowed_hosts: str = Field("", description="Comma-separated hosts (exact names) and networks (CIDR) that streams and webhooks may reach; empty: none (the operator allow-lists cameras and receivers).")
+    stream_identify_per_hour: int = Field(3600, ge=0, description="Default identifications per hour a stream may make (its budget; a stream may ask for less, or more with the admin scope).")
+    max_streams: int = Field(8, ge=0, description="Streams one process watches at once.")
+    max_video_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse uploaded videos larger than this many bytes.")
+    webhook_timeout: float = Field(5.0, gt=0, description="Seconds a webhook receiver has to answer.")
+    webhook_retry_delays: str = Field("1,5,30,120,600,1800", description="Seconds before each retry of a failed webhook delivery; after the last, the delivery is a dead letter (`faceledger webhooks replay`).")
+
     cache: Path | None = Field(None, description="Embedding cache folder (default: HOME/cache).")
 
     @property

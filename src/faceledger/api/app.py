@@ -23,6 +23,7 @@ from faceledger.api.runtime import BodyLimit, HttpMetrics, InferencePool, Reques
 from faceledger.config import Settings, get_settings
 from faceledger.service import Faceledger
 from faceledger.service.guardrails import RefusedAuthentications
+from faceledger.service.streams import StreamService
 
 log = logging.getLogger("faceledger.api")
 
@@ -67,11 +68,13 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
     http_metrics = HttpMetrics.on(faceledger.metrics.registry)
     http_metrics.watch(pool)
     guard = RefusedAuthentications(settings.auth_failures_per_minute)
+    streams = StreamService(faceledger)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         report = faceledger.startup()  # models load, vectors are checked against the database, before serving
         log.info("gallery index check: %s", report)
+        streams.start()  # webhook deliveries, and the live streams this server was watching
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(retention_loop, faceledger, pool, settings.retention_interval)
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
                 await record_pending_refusals(app, everything=True)
             except Exception:
                 log.exception("recording refused authentications failed")
+            streams.close()
             faceledger.close()
 
     # docs_url/redoc_url off: FastAPI's own pages load Swagger UI and ReDoc from a CDN; ``docs`` serves them offline
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
                   docs_url=None, redoc_url=None)
     app.state.faceledger, app.state.pool, app.state.settings = faceledger, pool, settings
     app.state.auth_guard = guard
+    app.state.streams = streams
     app.state.engine = faceledger.engine  # `faceledger serve` loads it before listening
     app.add_middleware(BodyLimit)  # every body counted as it arrives (routes with images allow more)
     app.add_middleware(RequestContext, metrics=http_metrics)

@@ -329,3 +329,67 @@ class AuditVerification(BaseModel):
     checkpoints: int
     first_bad_seq: int | None
     reason: str | None
+
+
+# ------------------------------------------------------------------ cameras and video
+STREAM_MODES = Literal["identify", "detect-only", "count-only"]
+
+
+class StreamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, max_length=2048, description="A live URL: rtsp://, rtsps://, http(s):// "
+                        "(MJPEG, HLS). Its host must be on the operator's allow-list.")
+    purpose: str = Field(min_length=1, max_length=512, description="Why these faces are watched (audited).")
+    collection: str | None = Field(None, max_length=128, description="The collection searched (identify mode).")
+    mode: STREAM_MODES = "identify"
+    fps: float = Field(10.0, gt=0, le=30, description="Frames sampled per second.")
+    identify_per_hour: int | None = Field(None, ge=0, le=10**6, description="This stream's identification budget "
+                                          "per hour (default: the operator's).")
+    webhook_url: str | None = Field(None, max_length=2048, description="Where events are POSTed, signed per "
+                                    "Standard Webhooks (host on the allow-list).")
+
+
+class StreamOut(BaseModel):
+    stream_id: str
+    kind: str
+    collection: str | None
+    source: str
+    mode: str
+    purpose: str
+    fps: float
+    identify_per_hour: int
+    webhook_url: str | None
+    created_by: str | None
+    created_at: str
+    state: str = Field(description="running, stopped, ended or failed")
+    status: dict[str, Any] = Field(description="The source's state (connecting, live, reconnecting, ...), frames, "
+                                   "tracks, identifications, last error.")
+    stopped_at: str | None
+
+
+class StreamCreated(StreamOut):
+    webhook_secret: str | None = Field(description="The webhook signing secret (whsec_...), shown only now.")
+
+
+class StreamEventsOut(BaseModel):
+    stream_id: str
+    events: list[dict[str, Any]]
+    next_after: int = Field(description="Pass as `after` to read the events that follow.")
+
+
+class VideoResultsOut(BaseModel):
+    stream: StreamOut
+    total: int
+    offset: int
+    limit: int
+    persons: list[dict[str, Any]]
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    event_id: int
+    stream_id: str
+    state: str
+    attempts: int
+    last_error: str | None
+    delivered_at: str | None

@@ -7,6 +7,7 @@ commands call ``faceledger.evaluation`` directly.
     common      console, JSON output, errors (exit 2), settings, the service per command
     engine      detect, compare, models, serve
     gallery     collections, subjects, enroll, enroll-dir, identify, verify, index
+    video       watch (files, live streams), webhooks
     admin       keys, tenants, templates, retention, audit
     evaluation  eval lfw / lfw-identify / calibrate, report
 """
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import typer
 
-from faceledger.cli import admin, engine, evaluation, gallery
+from faceledger.cli import admin, engine, evaluation, gallery, video
 
 app = typer.Typer(help="faceledger: accountable face recognition.", no_args_is_help=True, pretty_exceptions_enable=False)
-for module in (engine, gallery, admin, evaluation):
+for module in (engine, gallery, video, admin, evaluation):
     module.register(app)
 
 __all__ = ["app"]

@@ -209,3 +209,55 @@ class UsageCounter(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)  # "minute:<key id>", "hour:<key id>"
     period: Mapped[int] = mapped_column(primary_key=True)  # the minute or hour since the epoch
     count: Mapped[int] = mapped_column()
+
+
+class Stream(Base):
+    """A video source watched for faces (a camera's stream, or an uploaded file analysed in a batch)."""
+
+    __tablename__ = "streams"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID
+    kind: Mapped[str] = mapped_column(String(8))  # "stream" (live or file path) or "video" (an upload)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    collection: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None in detect-only/count-only
+    source: Mapped[str] = mapped_column(Text)
+    mode: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(Text)
+    fps: Mapped[float] = mapped_column(Float)
+    identify_per_hour: Mapped[int] = mapped_column()
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # key id
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16))  # running, stopped, ended, failed
+    status: Mapped[dict] = mapped_column(JSON, default=dict)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StreamEvent(Base):
+    """One track event of a stream, in order (polled with ``after=`` its id)."""
+
+    __tablename__ = "stream_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict] = mapped_column(JSON)
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class WebhookDelivery(Base):
+    """An event on its way to a stream's webhook: pending (with its next attempt), delivered, or dead (gave up)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("stream_events.id", ondelete="CASCADE"), index=True)
+    stream_id: Mapped[str] = mapped_column(String(36), index=True)
+    state: Mapped[str] = mapped_column(String(12), index=True)  # pending, delivered, dead
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = ({"sqlite_autoincrement": True},)

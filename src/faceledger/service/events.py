@@ -128,6 +128,31 @@ class ReportRead(Event):
 
 
 @dataclass(frozen=True)
+class StreamRegistered(Event):
+    operation: ClassVar[str] = "stream.create"
+
+
+@dataclass(frozen=True)
+class StreamStopped(Event):
+    operation: ClassVar[str] = "stream.stop"
+
+
+@dataclass(frozen=True)
+class StreamDeleted(Event):
+    operation: ClassVar[str] = "stream.delete"
+
+
+@dataclass(frozen=True)
+class VideoSubmitted(Event):
+    operation: ClassVar[str] = "video.create"
+
+
+@dataclass(frozen=True)
+class WebhooksReplayed(Event):
+    operation: ClassVar[str] = "webhooks.replay"
+
+
+@dataclass(frozen=True)
 class OperationRefused(Event):
     """An operation refused (bad input, no access, no face, ...) or failed: ``code`` says why."""
 

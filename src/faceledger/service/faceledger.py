@@ -51,6 +51,9 @@ OPERATION_SCOPES: dict[str, tuple[str, ...]] = {
     "collection.delete": ("admin",),
     "key.create": ("admin",), "key.revoke": ("admin",), "keys.read": ("admin",), "audit.query": ("admin",),
     "audit.verify": ("admin",), "audit.export": ("admin",), "report.read": ("admin",), "index": ("admin",),
+    "stream.create": ("admin",), "stream.stop": ("admin",), "stream.delete": ("admin",),
+    "streams.read": ("admin", "identify", "detect"), "video.create": ("identify", "detect"),
+    "webhooks.read": ("admin",), "webhooks.replay": ("admin",),
 }
 
 
@@ -274,6 +277,20 @@ class Faceledger:
         guardrails apply: per-key rate and hourly quota, faces searched per image, and human
         review (candidates only, decision "review").
         """
+        return self._identify(actor, collection, top_k, target_fpir, lambda n: self.engine.analyze(image))
+
+    def identify_face(self, actor: Actor, collection: str, template, box: Sequence[float], quality: dict, *,
+                      top_k: int = 5, count_key_limits: bool = True) -> IdentifyResult:
+        """1:N for one face already found and embedded by this engine (a video track's best face): the same
+        decision, guardrails and audit record as ``identify``. A stream's identifications are limited by the
+        stream's own budget (``count_key_limits=False``), not by its creator key's request rate."""
+        import numpy as np
+
+        face = (np.asarray(template, np.float32)[None], [list(box)], [quality])
+        return self._identify(actor, collection, top_k, None, None, face=face, count_key_limits=count_key_limits)
+
+    def _identify(self, actor: Actor, collection: str, top_k: int, target_fpir: float | None, analyze, *,
+                  face=None, count_key_limits: bool = True) -> IdentifyResult:
         with self._operation("identify", actor, collection):
             self.authorize(actor, "identify")
             if not 1 <= top_k <= 100:
@@ -285,17 +302,22 @@ class Faceledger:
                 raise Forbidden(f"a search may be stricter than the collection's policy (target FPIR "
                                 f"{c.target_fpir:g}), not looser, without the admin scope", fpir=target_fpir)
             policy = self.gallery.store.tenant_policy(actor.tenant)
-            if actor.key_id is not None:  # limits are per key; the local operator has none
+            if actor.key_id is not None and count_key_limits:  # limits are per key; the local operator has none
                 self.rate.take(actor.key_id)
                 if policy.identify_per_hour:
                     self.hourly.take(actor.key_id, policy.identify_per_hour)
-            analysis = self.engine.analyze(image)
-            n = min(len(analysis), policy.max_faces_per_search or self.settings.max_faces)
-            found = self.gallery.search_for_decision(c, analysis.templates[:n], top_k) if n else []
+            if face is None:
+                analysis = analyze(0)
+                templates = analysis.templates
+                boxes = [[round(float(v), 1) for v in b] for b in analysis.detections.boxes]
+                qualities = [q.to_dict() for q in analysis.quality]
+            else:
+                templates, boxes, qualities = face
+            n = min(len(boxes), policy.max_faces_per_search or self.settings.max_faces)
+            found = self.gallery.search_for_decision(c, templates[:n], top_k) if n else []
             # counted after the search: SQL is written first, so every face the search could return is counted
             open_policy = self.gallery.open_set_policy(c, target_fpir)
-            faces = [open_set([round(float(v), 1) for v in analysis.detections.boxes[i]],
-                              analysis.quality[i].to_dict(), found[i][0], self.calibration, open_policy,
+            faces = [open_set(boxes[i], qualities[i], found[i][0], self.calibration, open_policy,
                               top_k=top_k, unseen_bound=found[i][1], human_review=policy.human_review)
                      for i in range(n)]
             result = IdentifyResult(collection, self.engine.model_id, open_policy, faces, policy.human_review)
