@@ -191,13 +191,14 @@ def server_store(args, kind: str, engine: FaceEngine, all_ids, all_vecs, queries
             r["faces_table_mb"] = s.execute(text("SELECT pg_total_relation_size('faces')")).scalar() / 2**20
         r["server_mb"] = server_memory_mb(pg.server.get_pid())
     else:
+        default_nprobe = milvus_store.NPROBE
         for nprobe in (8, 16, 32, 64):
             milvus_store.NPROBE = nprobe
             store_latency(g, cid, queries[:50])
             sweep[f"nprobe {nprobe}/{milvus_store.NLIST}"] = sweep_row(*store_latency(g, cid, queries), truth_ids,
                                                                        decisive)
-        milvus_store.NPROBE = 16
-        r["default"] = f"nprobe 16/{milvus_store.NLIST}"
+        milvus_store.NPROBE = default_nprobe
+        r["default"] = f"nprobe {default_nprobe}/{milvus_store.NLIST}"
         r["server_mb"] = server_memory_mb(milvus.server.server_proc.pid)
         r["postgres_mb"] = server_memory_mb(pg.server.get_pid())
     r["sweep"] = sweep
@@ -238,7 +239,7 @@ def main() -> None:
     parser.add_argument("--profile", default="fast")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--stores", default="faiss", help="comma-separated: faiss, pgvector, milvus")
-    parser.add_argument("--pgvector-index", default="hnsw", choices=("hnsw", "ivfflat"))
+    parser.add_argument("--pgvector-index", default="ivfflat", choices=("hnsw", "ivfflat"))
     parser.add_argument("--online", type=int, default=5000, help="enrolments into each built index, timed")
     parser.add_argument("--data", type=Path, default=Settings().data_dir)
     parser.add_argument("--work", type=Path, default=Path(".faceledger/bench-gallery"))

@@ -489,7 +489,7 @@ class SqlStore:
         (measured: an erased template was still in ``faces`` after VACUUM and a checkpoint). ``VACUUM FULL``
         writes the table anew without them, holding an exclusive lock on it meanwhile (searches of pgvector
         wait; with the faiss store they do not read ``faces``). ``face_vectors`` (pgvector) is not rewritten
-        here: that rebuilds its HNSW index, which takes minutes at a million faces.
+        here: that rebuilds its index (measured at a million faces: 79 s for IVFFlat, 15 min for HNSW).
         """
         with self.db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             vectors = conn.exec_driver_sql("SELECT to_regclass('face_vectors')").scalar() is not None
@@ -499,7 +499,7 @@ class SqlStore:
         pending = ["postgresql-wal: the erased rows stay in PostgreSQL's write-ahead log until its segments are "
                    "recycled after later checkpoints, and in any WAL archive, backup or replica you keep"]
         if vectors:
-            pending.append("pgvector: the erased vectors' bytes stay in the free space of face_vectors and its HNSW "
+            pending.append("pgvector: the erased vectors' bytes stay in the free space of face_vectors and its "
                            "index until reused; `faceledger index rebuild` rewrites both without them")
         return pending
 

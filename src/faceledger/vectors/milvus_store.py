@@ -37,7 +37,7 @@ from faceledger.errors import ConfigurationError, StorageUnavailable
 
 log = logging.getLogger("faceledger.vectors")
 
-NLIST, NPROBE = 128, 16
+NLIST, NPROBE = 128, 64  # measured at 1M: nprobe 16 recall@1 0.906, 32 0.960, 64 0.989 (README)
 PARTITIONS = 64
 CONSISTENCY = "Session"
 HWM_KEY = "milvus_applied_seq"

@@ -5,12 +5,14 @@ written in the same transaction as the faces they index (the SQL store calls :me
 before it commits) and leave with them (``ON DELETE CASCADE``), so there is nothing to
 reconcile after a crash and every process sees the same templates at once. A search is one
 SQL query filtered by collection and ordered by inner product (``<#>``; templates are unit
-vectors, so it is cosine similarity) through an HNSW index. HNSW, not IVFFlat, by
-measurement: IVFFlat's lists are fixed when the index is built (an index built on a small or
-empty table never learns a growing gallery's layout), HNSW takes inserts one by one (about
-1.6 ms each at 100,000 x 128-d) and gave recall 0.98 at ef_search 100 in 4.1 ms
-(../shared/notes/measured-facts.md). Filtering by collection uses pgvector 0.8's iterative
-index scans, so a small collection in a large table still gets its k nearest faces.
+vectors, so it is cosine similarity) through the table's index, chosen by measurement at a
+million faces (README): IVFFlat by default (``pgvector``, ``pgvector:ivfflat``): 2 sqrt(n)
+lists trained when the table reaches ``IVF_MIN_ROWS`` (exact search below), again when it has
+grown fourfold, at every rebuild and after a bulk load; 1/8 of the lists probed: recall@1
+0.978 at 52 ms. HNSW (``pgvector:hnsw``, m 16, ef_construction 64) took 894 s to build and
+reached recall@1 0.789 at ef_search 100 (0.908 at 400): face templates are spread out, which
+defeats graph search. Filtering by collection uses pgvector 0.8's iterative index scans, so a
+small collection in a large table still gets its k nearest faces.
 
 The vectors are plaintext: pgvector cannot search encrypted templates. With a template key set,
 this store refuses to start unless the operator accepts that (``plaintext_vectors_accepted``);
@@ -34,13 +36,20 @@ EF_SEARCH = 100
 INDEXES = ("hnsw", "ivfflat")
 HNSW_INDEX = "CREATE INDEX face_vectors_hnsw ON face_vectors USING hnsw (embedding vector_ip_ops)"  # m 16, ef_c 64
 IVF_MIN_ROWS = 50_000  # below this, no IVF index: the planner scans the collection exactly (about 7 ms at 20,000)
-PROBE_FRACTION = 0.125  # share of the IVF lists searched, as the faiss store
+PROBE_FRACTION = 0.125  # share of the IVF lists searched (FACELEDGER_IVF_PROBE_FRACTION, as the faiss store)
 
 
 def ivf_lists(rows: int) -> int:
-    """4 sqrt(rows) lists (4,000 at a million). pgvector's advice (rows / 1000) gave recall@1 0.94 at 1/8 of the lists
-    at 60,000 faces: face templates are spread out, and coarse lists miss neighbours."""
-    return max(10, int(4 * rows**0.5))
+    """2 sqrt(rows) lists (2,000 at a million), at most 5,000. pgvector's advice (rows / 1000) gave recall@1 0.94 at
+    1/8 of the lists at 60,000 faces (4 sqrt(rows): 0.985): face templates are spread out, and coarse lists miss
+    neighbours. Building needs memory for lists x lists (``ivf_build_mb``), hence the cap."""
+    return max(10, min(5000, int(2 * rows**0.5)))
+
+
+def ivf_build_mb(lists: int) -> int:
+    """maintenance_work_mem an IVFFlat build asks for: about 201 bytes x lists^2 (measured: 213 MB for 979 lists,
+    3,220 MB for 4,000), with a fifth spare."""
+    return int(max(64, lists * lists * 201 * 1.2 / 2**20 + 64))
 
 
 def maintenance_mb(rows: int, dim: int) -> int:
@@ -57,13 +66,15 @@ def _literal(vector: np.ndarray) -> str:
 class PgVectorStore:
     name = "pgvector"
 
-    def __init__(self, source, dim: int, engine: Engine, *, ef_search: int = EF_SEARCH, index: str = "hnsw") -> None:
+    def __init__(self, source, dim: int, engine: Engine, *, ef_search: int = EF_SEARCH, index: str = "ivfflat",
+                 probe_fraction: float = PROBE_FRACTION) -> None:
         if engine.dialect.name != "postgresql":
             raise ConfigurationError("the pgvector store needs FACELEDGER_DATABASE_URL to be a PostgreSQL database",
                                      store="pgvector")
         if index not in INDEXES:
             raise ConfigurationError(f"pgvector index is one of {', '.join(INDEXES)}", store=f"pgvector:{index}")
         self.index = index
+        self.probe_fraction = probe_fraction
         self.lists, self.probes = 0, 1
         self.source = source
         self.dim = dim
@@ -101,7 +112,9 @@ class PgVectorStore:
         report = {cid: self.check(cid) for cid in self.source.collection_ids()}
         if self.index == "ivfflat":
             self._read_lists()
-            if self.probes == 1 and self.count_all() >= IVF_MIN_ROWS:  # grown past exact search: build its lists
+            rows = self.count_all()
+            # grown past exact search, or fourfold since the lists were trained: train them for the size now
+            if (not self.lists and rows >= IVF_MIN_ROWS) or (self.lists and ivf_lists(rows) >= 2 * self.lists):
                 self.build_index()
         return report
 
@@ -141,8 +154,7 @@ class PgVectorStore:
         ``IVF_MIN_ROWS``); returns the seconds it took."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             rows = int(conn.execute(text("SELECT count(*) FROM face_vectors")).scalar())
-            memory = maintenance_mb(rows, self.dim) if self.index == "hnsw" else \
-                int(min(8192, max(64, ivf_lists(rows) * 0.3)))  # measured: 213 MB for 979 lists of 128-d
+            memory = maintenance_mb(rows, self.dim) if self.index == "hnsw" else ivf_build_mb(ivf_lists(rows))
             conn.exec_driver_sql(f"SET maintenance_work_mem = '{memory}MB'")
             conn.exec_driver_sql(f"SET max_parallel_maintenance_workers = {max(1, (os.cpu_count() or 2) - 1)}")
             started = time.perf_counter()
@@ -166,7 +178,7 @@ class PgVectorStore:
             options = conn.execute(text("SELECT c.reloptions FROM pg_class c WHERE c.relname = 'face_vectors_ivf'"))
             found = options.scalar()
         self.lists = next((int(o.split("=")[1]) for o in (found or []) if o.startswith("lists=")), 0)
-        self.probes = max(1, round(self.lists * PROBE_FRACTION))
+        self.probes = max(1, round(self.lists * self.probe_fraction))
 
     def remove(self, collection_id: int, ids: np.ndarray) -> None:
         with self.engine.begin() as conn:  # normally gone already, with the faces
