@@ -209,7 +209,8 @@ def server(data_dir, tmp_path_factory):
            "FACELEDGER_WEBHOOK_RETRY_DELAYS": "0.2,0.2,0.2"}
     fl = Faceledger(Settings(home=home))
     keys = {name: fl.create_key(Actor.local("acme"), "acme", scopes, purpose)[0] for name, (scopes, purpose) in {
-        "admin": (["admin"], "security office"), "app": (["identify", "detect"], "door app")}.items()}
+        "admin": (["admin"], "security office"), "app": (["identify", "detect"], "door app"),
+        "counter": (["detect"], "people counter")}.items()}
     enrol_people(fl, Actor.local("acme"), data_dir)
     fl.close()
     with serving(home, env) as (url, _):
@@ -248,6 +249,9 @@ def test_uploaded_video_gives_persons_and_signed_webhooks_with_retries(server, c
     found = sorted((p["decision"], p["subject_id"]) for p in done["persons"])
     assert found == [("match", "Colin_Powell"), ("match", "Tony_Blair"), ("unknown", None), ("unknown", None)]
     assert all(p["end"] > p["start"] for p in done["persons"])
+    # its events name people: a key that may only detect cannot read them
+    assert call(url, keys["counter"], "GET", f"/v1/streams/{video['stream_id']}/events").status_code == 403
+    assert call(url, keys["counter"], "GET", f"/v1/videos/{video['stream_id']}").status_code == 403
     page = call(url, keys["app"], "GET", f"/v1/videos/{video['stream_id']}", params={"offset": 3, "limit": 2}).json()
     assert len(page["persons"]) == 1 and page["total"] == 4
     # every event reached the receiver, signed (the verifier accepted each), after the first two attempts failed
@@ -290,6 +294,8 @@ def test_dead_letters_and_replay(server, clip):
     assert {d["state"] for d in call(url, keys["admin"], "GET", "/v1/webhooks/deliveries",
                                      params={"stream_id": video["stream_id"]}).json()} == {"delivered"}
     dead.close()
+    # a count-only video names nobody: a detect key reads it
+    assert call(url, keys["counter"], "GET", f"/v1/streams/{video['stream_id']}/events").status_code == 200
     # count-only never searched a gallery
     audit = call(url, keys["admin"], "GET", "/v1/audit", params={"operation": "identify"}).json()
     assert not any(r["reference"] == f"stream:{video['stream_id']}" for r in audit)
@@ -452,3 +458,19 @@ def test_watch_command_prints_events_as_json_lines(clip, tmp_path):
     assert not any(e["type"] in ("track.identified", "track.unknown") for e in events)
     assert all(e.get("subject_id") is None for e in events)
     assert "4 tracks" in out.stderr
+
+
+def test_one_process_resumes_the_streams(database_url, tmp_path):
+    """Of several processes on one database (workers, hosts), only the holder of the stream lock resumes live streams
+    after a restart; when it stops, another may take over."""
+    from faceledger.gallery.db import ProcessLock
+    from faceledger.service.streams import RESUME_LOCK
+
+    settings = Settings(home=tmp_path / "home", database_url=database_url)
+    fl = Faceledger(settings)
+    first = ProcessLock(fl.gallery.store.db, RESUME_LOCK, settings.home / "streams.lock")
+    second = ProcessLock(Faceledger(settings).gallery.store.db, RESUME_LOCK, settings.home / "streams.lock")
+    assert first.acquire() and not second.acquire()
+    first.release()
+    assert second.acquire()
+    second.release()

@@ -55,3 +55,54 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+class ProcessLock:
+    """A lock one process of a deployment holds for as long as it runs (the one that resumes live streams after a
+    restart, so that several workers or hosts never watch the same camera twice). On PostgreSQL a session-level
+    advisory lock on a connection kept open (every host shares it); on SQLite a file lock beside the database (the
+    processes of one host)."""
+
+    def __init__(self, engine: Engine, key: int, lock_file) -> None:
+        self.engine, self.key, self.lock_file = engine, key, lock_file
+        self._conn = None
+        self._fd = None
+
+    def acquire(self) -> bool:
+        """True when this process now holds the lock (never blocks)."""
+        if self.engine.dialect.name == "postgresql":
+            conn = self.engine.connect()
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar())
+            conn.commit()
+            if got:
+                self._conn = conn
+            else:
+                conn.close()
+            return got
+        import fcntl
+        import os
+
+        from pathlib import Path
+
+        Path(self.lock_file).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+            finally:
+                self._conn.close()
+                self._conn = None
+        if self._fd is not None:
+            import os
+
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faceledger.errors import Forbidden, InvalidArgument, PayloadTooLarge
+from faceledger.gallery.db import ProcessLock
 from faceledger.gallery.streams import StreamInfo, StreamStore
 from faceledger.service import events as ev
 from faceledger.service.actor import Actor
@@ -32,6 +33,7 @@ from faceledger.video.watch import MODES, TrackWatcher
 log = logging.getLogger("faceledger.streams")
 
 STATUS_EVERY_S = 1.0
+RESUME_LOCK = int.from_bytes(b"fl-strm\0", "big")  # PostgreSQL advisory lock of the process that resumes streams
 
 
 class StreamRunner:
@@ -113,11 +115,16 @@ class StreamService:
                                     timeout=self.settings.webhook_timeout) if deliver_webhooks else None
         self.runners: dict[str, StreamRunner] = {}
         self._lock = threading.Lock()
+        self._resumer = ProcessLock(fl.gallery.store.db, RESUME_LOCK, self.settings.home / "streams.lock")
 
     def start(self) -> None:
-        """Deliver pending webhooks and resume the live streams a previous run of this server was watching."""
+        """Deliver pending webhooks and resume the live streams a previous run of this server was watching. Only the
+        process holding the deployment's stream lock resumes them (several workers or hosts never watch one camera
+        twice); the others only watch the streams registered through them."""
         if self.sender is not None:
             self.sender.start()
+        if not self._resumer.acquire():
+            return
         for info in self.store.running():
             if info.kind == "stream" and is_live(info.source):
                 self._launch(info, info.source)
@@ -132,6 +139,7 @@ class StreamService:
             runner.thread.join(15)
         if self.sender is not None:
             self.sender.stop()
+        self._resumer.release()
 
     # ------------------------------------------------------------------ operations
     def register(self, actor: Actor, *, source: str, purpose: str, collection: str | None = None,
@@ -239,14 +247,22 @@ class StreamService:
         elif self.store.get(actor.tenant, stream_id).state == "running":
             self.store.set_state(stream_id, "stopped")
 
+    def _readable(self, actor: Actor, stream_id: str) -> StreamInfo:
+        """A stream's record for a reader: an identifying stream's events name people, so reading them takes the
+        identify scope (or admin); detect-only and count-only streams, the detect scope."""
+        info = self.store.get(actor.tenant, stream_id)
+        actor.require("identify" if info.mode == "identify" else "detect")
+        return info
+
     def events(self, actor: Actor, stream_id: str, *, after: int = 0, limit: int = 100) -> list[dict]:
-        self.store.get(actor.tenant, stream_id)
+        self._readable(actor, stream_id)
         if not 1 <= limit <= 1000:
             raise InvalidArgument("limit is between 1 and 1000")
         return self.store.events(stream_id, after=after, limit=limit)
 
     def persons(self, actor: Actor, stream_id: str, *, offset: int = 0, limit: int = 50) -> dict:
         """A video's results: one entry per person-track (from its ended event), paginated."""
+        self._readable(actor, stream_id)
         info = self.get(actor, stream_id)
         ended = self.store.events(stream_id, after=0, limit=1_000_000, types=["track.ended"])
         found = {e["track_id"]: e for e in self.store.events(stream_id, after=0, limit=1_000_000,
