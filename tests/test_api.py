@@ -143,9 +143,10 @@ def test_oversize_chunked_bodies_cost_the_real_server_no_memory(service):
 
 SCHEMATHESIS_CONFIG = r"""
 # Schema-valid requests these operations refuse by design, with 422: images without a (single, good) face,
-# times outside 1970..9000 UTC, a consent reference without a basis, metadata over 16 KiB in all.
+# times outside 1970..9000 UTC, a consent reference without a basis, metadata over 16 KiB in all, a body that is not
+# a readable video, an identifying stream or video without a collection.
 [[operations]]
-include-path-regex = "^/v1/(detect|compare|audit|collections/[^/]+/(identify|subjects(/[^/]+/(faces|verify))?))$"
+include-path-regex = "^/v1/(detect|compare|audit|streams|videos|collections/[^/]+/(identify|subjects(/[^/]+/(faces|verify))?))$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "413", "422", "429"]
 
 # realistic values now and then, so that requests reach past NOT_FOUND

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from faceledger.client import (
 from faceledger.config import Settings
 from faceledger.service import Actor, Faceledger
 from inprocess import Bridge, in_process
+from videos import Walker, render
 
 # every route of the API (method, path template): the client method that wraps it
 ROUTES = {
@@ -64,6 +66,15 @@ ROUTES = {
     ("GET", "/v1/audit"): "query_audit",
     ("GET", "/v1/audit/verify"): "verify_audit",
     ("GET", "/v1/report"): "report",
+    ("POST", "/v1/streams"): "create_stream",
+    ("GET", "/v1/streams"): "list_streams",
+    ("GET", "/v1/streams/{stream_id}"): "get_stream",
+    ("DELETE", "/v1/streams/{stream_id}"): "delete_stream",
+    ("GET", "/v1/streams/{stream_id}/events"): "stream_events",
+    ("POST", "/v1/videos"): "submit_video",
+    ("GET", "/v1/videos/{video_id}"): "video_results",
+    ("GET", "/v1/webhooks/deliveries"): "webhook_deliveries",
+    ("POST", "/v1/webhooks/replay"): "replay_webhooks",
 }
 KEYS = {"admin": ("acme", ["admin"]), "app": ("acme", ["detect", "verify", "identify", "enroll"]),
         "detect_only": ("acme", ["detect"]), "burst": ("acme", ["identify"])}
@@ -88,7 +99,7 @@ class Recording(Bridge):
 def api(tmp_path_factory):
     home = tmp_path_factory.mktemp("client")
     settings = Settings(home=home, cache=Path(os.environ["FACELEDGER_CACHE"]), max_image_bytes=3_000_000,
-                        identify_per_minute=20)
+                        identify_per_minute=20, stream_allowed_hosts="127.0.0.1/32")
     fl = Faceledger(settings)
     keys = {name: fl.create_key(Actor.local(tenant), tenant, scopes, "client tests")[0]
             for name, (tenant, scopes) in KEYS.items()}
@@ -119,7 +130,7 @@ def test_the_client_has_a_typed_method_for_every_route(api):
         assert "return" in hints and all(p in hints for p in params), (name, hints)
 
 
-def test_every_client_method_in_process(api, people):
+def test_every_client_method_in_process(api, people, tmp_path):
     admin, app, seen = api["admin"], api["app"], api["seen"]
     seen.clear()
     bbt, ex = people / "bbt", people / "face_recognition_examples"
@@ -163,6 +174,20 @@ def test_every_client_method_in_process(api, people):
     (folder / "report.json").write_text(json.dumps({"model_id": fl.engine.model_id, "quick": True}))
     assert admin.report() == {"model_id": fl.engine.model_id, "quick": True}
     assert "faceledger_requests_total" in admin.metrics()
+    # cameras and video: a short count-only video (made here), then a live stream from an allow-listed host that
+    # does not answer (it keeps reconnecting), listed, read and deleted
+    clip = tmp_path / "clip.mp4"
+    render([Walker("penny", bbt / "penny" / "penny1.png", 0.0, 1.5, 40)], clip, seconds=2, width=320, height=240)
+    video = app.submit_video(clip, purpose="counting", mode="count-only")
+    deadline = time.time() + 60
+    while app.get_stream(video["stream_id"])["state"] == "running" and time.time() < deadline:
+        time.sleep(0.2)
+    assert app.video_results(video["stream_id"])["stream"]["state"] == "ended"
+    assert app.stream_events(video["stream_id"])["stream_id"] == video["stream_id"]
+    stream = admin.create_stream("rtsp://127.0.0.1:9/none", purpose="lobby", mode="detect-only")
+    assert {s["stream_id"] for s in admin.list_streams()} == {video["stream_id"], stream["stream_id"]}
+    assert admin.webhook_deliveries() == [] and admin.replay_webhooks() == {"replayed": 0}
+    admin.delete_stream(stream["stream_id"])
     assert admin.delete_collection("club")["subject_ids"] == ["penny"]
 
     called = {template_of(method, path) for method, path, status in seen if status < 400}

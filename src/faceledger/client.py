@@ -320,3 +320,50 @@ class Client:
     def report(self) -> Json:
         """``GET /v1/report``: the accuracy and fairness report of the running model."""
         return self._call("GET", "/v1/report")
+
+    # ------------------------------------------------------------ cameras and video
+    def create_stream(self, source: str, *, purpose: str, collection: str | None = None, mode: str = "identify",
+                      fps: float = 10.0, identify_per_hour: int | None = None,
+                      webhook_url: str | None = None) -> Json:
+        """``POST /v1/streams`` (admin): watch a live source; the answer holds the webhook secret, shown once."""
+        body = {k: v for k, v in {"source": source, "purpose": purpose, "collection": collection, "mode": mode,
+                                  "fps": fps, "identify_per_hour": identify_per_hour,
+                                  "webhook_url": webhook_url}.items() if v is not None}
+        return self._call("POST", "/v1/streams", json=body)
+
+    def list_streams(self) -> list[Json]:
+        """``GET /v1/streams``: this tenant's streams and videos."""
+        return self._call("GET", "/v1/streams")
+
+    def get_stream(self, stream_id: str) -> Json:
+        """``GET /v1/streams/{stream_id}``: a stream and its live status."""
+        return self._call("GET", f"/v1/streams/{_seg(stream_id)}")
+
+    def delete_stream(self, stream_id: str) -> None:
+        """``DELETE /v1/streams/{stream_id}`` (admin): stop watching, forget its events."""
+        self._send("DELETE", f"/v1/streams/{_seg(stream_id)}")
+
+    def stream_events(self, stream_id: str, *, after: int = 0, limit: int = 100) -> Json:
+        """``GET /v1/streams/{stream_id}/events``: events after the id ``after`` (``next_after`` for the next read)."""
+        return self._call("GET", f"/v1/streams/{_seg(stream_id)}/events", params={"after": after, "limit": limit})
+
+    def submit_video(self, video: str | Path | bytes, *, purpose: str, collection: str | None = None,
+                     mode: str = "identify", fps: float = 5.0, webhook_url: str | None = None) -> Json:
+        """``POST /v1/videos``: a video file for batch analysis (the file is the request body)."""
+        name = Path(video).name if not isinstance(video, bytes) else "video.mp4"
+        params = _form(purpose=purpose, collection=collection, mode=mode, fps=fps, filename=name,
+                       webhook_url=webhook_url)
+        return self._call("POST", "/v1/videos", params=params, content=_content(video),
+                          headers={"content-type": "application/octet-stream"})
+
+    def video_results(self, video_id: str, *, offset: int = 0, limit: int = 50) -> Json:
+        """``GET /v1/videos/{video_id}``: the video's persons (tracks) with times and matches, paginated."""
+        return self._call("GET", f"/v1/videos/{_seg(video_id)}", params={"offset": offset, "limit": limit})
+
+    def webhook_deliveries(self, *, stream_id: str | None = None, state: str | None = None) -> list[Json]:
+        """``GET /v1/webhooks/deliveries`` (admin): pending, delivered and dead deliveries."""
+        return self._call("GET", "/v1/webhooks/deliveries", params=_form(stream_id=stream_id, state=state))
+
+    def replay_webhooks(self, *, stream_id: str | None = None) -> Json:
+        """``POST /v1/webhooks/replay`` (admin): send the dead letters again."""
+        return self._call("POST", "/v1/webhooks/replay", params=_form(stream_id=stream_id))

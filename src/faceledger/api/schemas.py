@@ -333,20 +333,23 @@ class AuditVerification(BaseModel):
 
 # ------------------------------------------------------------------ cameras and video
 STREAM_MODES = Literal["identify", "detect-only", "count-only"]
+WEBHOOK_URL = r"^https?://[^\s/?#]+\S*$"
 
 
 class StreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(min_length=1, max_length=2048, description="A live URL: rtsp://, rtsps://, http(s):// "
-                        "(MJPEG, HLS). Its host must be on the operator's allow-list.")
+    source: str = Field(min_length=1, max_length=2048, pattern=r"^(rtsps?|https?)://[^\s/?#]+\S*$",
+                        description="A live URL: rtsp://, rtsps://, http(s):// (MJPEG, HLS). Its host must be on the "
+                        "operator's allow-list.")
     purpose: str = Field(min_length=1, max_length=512, description="Why these faces are watched (audited).")
-    collection: str | None = Field(None, max_length=128, description="The collection searched (identify mode).")
+    collection: str | None = Field(None, min_length=1, max_length=128,
+                                   description="The collection searched (identify mode: required).")
     mode: STREAM_MODES = "identify"
     fps: float = Field(10.0, gt=0, le=30, description="Frames sampled per second.")
     identify_per_hour: int | None = Field(None, ge=0, le=10**6, description="This stream's identification budget "
                                           "per hour (default: the operator's).")
-    webhook_url: str | None = Field(None, max_length=2048, description="Where events are POSTed, signed per "
-                                    "Standard Webhooks (host on the allow-list).")
+    webhook_url: str | None = Field(None, max_length=2048, pattern=WEBHOOK_URL, description="Where events are "
+                                    "POSTed, signed per Standard Webhooks (host on the allow-list).")
 
 
 class StreamOut(BaseModel):

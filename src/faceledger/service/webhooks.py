@@ -60,12 +60,16 @@ class HostAllowList:
         return any(address in n for n in self.networks)
 
     def check(self, url: str, what: str) -> str:
-        parsed = urlparse(url)
+        try:
+            parsed = urlparse(url)
+            host = parsed.hostname
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+            raise InvalidArgument(f"the {what} URL cannot be read: {exc}", url=url[:200]) from exc
         if what == "webhook" and parsed.scheme not in ("http", "https"):
             raise InvalidArgument("a webhook URL is http:// or https://", url=url)
-        if not self.allows(parsed.hostname):
-            raise Forbidden(f"the {what} host '{parsed.hostname}' is not on the operator's allow-list "
-                            "(FACELEDGER_STREAM_ALLOWED_HOSTS)", host=parsed.hostname)
+        if not self.allows(host):
+            raise Forbidden(f"the {what} host '{host}' is not on the operator's allow-list "
+                            "(FACELEDGER_STREAM_ALLOWED_HOSTS)", host=host)
         return url
 
 

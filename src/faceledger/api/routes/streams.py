@@ -86,11 +86,11 @@ async def stream_events(stream_id: str, request: Request, caller: Caller,
                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def submit_video(request: Request, token: Token,
                        purpose: Annotated[str, Query(min_length=1, max_length=512)],
-                       collection: Annotated[str | None, Query(max_length=128)] = None,
+                       collection: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
                        mode: Annotated[S.STREAM_MODES, Query()] = "identify",
                        fps: Annotated[float, Query(gt=0, le=30)] = 5.0,
                        filename: Annotated[str, Query(max_length=256)] = "video.mp4",
-                       webhook_url: Annotated[str | None, Query(max_length=2048)] = None):
+                       webhook_url: Annotated[str | None, Query(max_length=2048, pattern=S.WEBHOOK_URL)] = None):
     """A video file as the request body (MP4, MKV, AVI, MOV) for batch analysis: persons with their times and
     matches at `GET /v1/videos/{id}` once its state is `ended`. The file is deleted once analysed; no frame is
     kept. Scope: identify (detect for detect-only or count-only)."""
