@@ -9,6 +9,7 @@ in the same transaction as the event, so no event is ever written without its de
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from faceledger.errors import NotFound
+
+STREAM_ID = re.compile(r"[0-9a-fA-F-]{1,64}")
 from faceledger.gallery.records import iso
 from faceledger.gallery.schema import Stream, StreamEvent, WebhookDelivery, utcnow
 
@@ -113,6 +116,8 @@ class StreamStore:
 
     @staticmethod
     def _row(s, tenant: str | None, stream_id: str) -> Stream:
+        if not STREAM_ID.fullmatch(stream_id or ""):  # never sent to the database (NUL bytes, any length)
+            raise NotFound(f"no stream '{stream_id[:64]!r}'", stream_id=stream_id[:64])
         row = s.get(Stream, stream_id)
         if row is None or (tenant is not None and row.tenant != tenant):
             raise NotFound(f"no stream '{stream_id}'", stream_id=stream_id)

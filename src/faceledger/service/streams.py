@@ -298,6 +298,10 @@ class StreamService:
                 fps: float, identify_per_hour: int | None, webhook_url: str | None) -> StreamInfo:
         if mode not in MODES:
             raise InvalidArgument(f"mode is one of {', '.join(MODES)}", mode=mode)
+        for name, value in (("purpose", purpose), ("source", source), ("collection", collection or ""),
+                            ("webhook_url", webhook_url or "")):
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+                raise InvalidArgument(f"{name} holds control characters", field=name)
         if not purpose or not purpose.strip():
             raise InvalidArgument("a stream states its purpose (why these faces are watched)")
         if not 0 < fps <= 30:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path as PathParam, Query, Request, Response
 
 from faceledger.api import schemas as S
 from faceledger.api.deps import Caller, Token, in_thread, operation
@@ -19,6 +19,8 @@ from faceledger.service.streams import StreamService
 
 router = APIRouter(tags=["streams"])
 VIDEO_TYPES = ("video/", "application/octet-stream")
+ID = r"^[0-9a-fA-F-]{1,64}$"  # stream and video ids are UUIDs
+StreamId = Annotated[str, PathParam(pattern=ID, description="The stream's or video's id (a UUID).")]
 
 
 def streams_of(request: Request) -> StreamService:
@@ -49,7 +51,7 @@ async def list_streams(request: Request, caller: Caller):
 
 
 @router.get("/v1/streams/{stream_id}", response_model=S.StreamOut, responses=AUTH_ERRORS | responses(404))
-async def get_stream(stream_id: str, request: Request, caller: Caller):
+async def get_stream(stream_id: StreamId, request: Request, caller: Caller):
     """A stream and its live status (connecting, live, reconnecting with the last error, ended). Scope: admin,
     identify or detect."""
     service = streams_of(request)
@@ -58,7 +60,7 @@ async def get_stream(stream_id: str, request: Request, caller: Caller):
 
 
 @router.delete("/v1/streams/{stream_id}", status_code=204, responses=AUTH_ERRORS | responses(404))
-async def delete_stream(stream_id: str, request: Request, token: Token):
+async def delete_stream(stream_id: StreamId, request: Request, token: Token):
     """Stop watching and delete the stream with its events and pending deliveries (the audit records stay).
     Scope: admin."""
     async with operation(request, token, "stream.delete") as op:
@@ -68,8 +70,8 @@ async def delete_stream(stream_id: str, request: Request, token: Token):
 
 @router.get("/v1/streams/{stream_id}/events", response_model=S.StreamEventsOut,
             responses=AUTH_ERRORS | responses(404))
-async def stream_events(stream_id: str, request: Request, caller: Caller,
-                        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+async def stream_events(stream_id: StreamId, request: Request, caller: Caller,
+                        after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     """Events after the id `after`, oldest first: track.started, track.identified, track.unknown, track.ended.
     Scope: admin, identify or detect."""
@@ -119,7 +121,7 @@ async def submit_video(request: Request, token: Token,
 
 
 @router.get("/v1/videos/{video_id}", response_model=S.VideoResultsOut, responses=AUTH_ERRORS | responses(404))
-async def video_results(video_id: str, request: Request, caller: Caller,
+async def video_results(video_id: StreamId, request: Request, caller: Caller,
                         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 50):
     """A video's persons (one per face track): start and end times, best frame time, decision, matched subject
@@ -130,14 +132,14 @@ async def video_results(video_id: str, request: Request, caller: Caller,
 
 
 @router.get("/v1/webhooks/deliveries", response_model=list[S.DeliveryOut], responses=AUTH_ERRORS | responses(404))
-async def webhook_deliveries(request: Request, caller: Caller, stream_id: Annotated[str | None, Query()] = None,
+async def webhook_deliveries(request: Request, caller: Caller, stream_id: Annotated[str | None, Query(pattern=ID)] = None,
                              state: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None):
     """Webhook deliveries: pending (with attempts so far), delivered, dead letters. Scope: admin."""
     return await in_thread(streams_of(request).deliveries, caller, stream_id=stream_id, state=state)
 
 
 @router.post("/v1/webhooks/replay", responses=AUTH_ERRORS | responses(404))
-async def replay_webhooks(request: Request, token: Token, stream_id: Annotated[str | None, Query()] = None):
+async def replay_webhooks(request: Request, token: Token, stream_id: Annotated[str | None, Query(pattern=ID)] = None):
     """Send the dead letters again (of one stream, or all of this tenant's). Scope: admin."""
     async with operation(request, token, "webhooks.replay") as op:
         n = await op.call(streams_of(request).replay, op.actor, stream_id=stream_id)
