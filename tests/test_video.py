@@ -474,3 +474,24 @@ def test_one_process_resumes_the_streams(database_url, tmp_path):
     first.release()
     assert second.acquire()
     second.release()
+
+
+def test_a_failing_search_does_not_stop_the_stream(clip, data_dir, tmp_path):
+    """The collection is deleted while the camera is watched: each track says why it was not searched, the stream
+    keeps going to the end, and the refused searches are audited."""
+    fl = Faceledger(Settings(home=tmp_path / "home"))
+    fl.startup()
+    actor = Actor.local()
+    enrol_people(fl, actor, data_dir)
+    streams = StreamService(fl, deliver_webhooks=False)
+    runner = streams.watch(actor, str(clip), purpose="door", collection="door", fps=5)
+    fl.delete_collection(actor, "door")
+    runner.run()
+    info = streams.store.get(None, runner.info.stream_id)
+    events = streams.store.events(runner.info.stream_id, limit=1000)
+    assert info.state == "ended" and sum(e["type"] == "track.ended" for e in events) == 4
+    unknown = [e for e in events if e["type"] == "track.unknown"]
+    assert unknown and all(e["searched"] is False and e["reason"].startswith("NOT_FOUND") for e in unknown)
+    refused = [r for r in fl.query_audit(actor) if r["operation"] == "identify"]
+    assert refused and all(r["outcome"] == "NOT_FOUND" for r in refused)
+    fl.close()

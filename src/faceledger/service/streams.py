@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from faceledger.errors import Forbidden, InvalidArgument, PayloadTooLarge
+from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, PayloadTooLarge
 from faceledger.gallery.db import ProcessLock
 from faceledger.gallery.streams import StreamInfo, StreamStore
 from faceledger.service import events as ev
@@ -60,8 +60,12 @@ class StreamRunner:
                                                        self.info.identify_per_hour):
             return {"decision": "unknown", "searched": False,
                     "reason": f"the stream's identification budget ({self.info.identify_per_hour} an hour) is spent"}
-        result = self.service.fl.identify_face(self.actor, self.info.collection, template, box, quality,
-                                               top_k=3, count_key_limits=False)
+        try:
+            result = self.service.fl.identify_face(self.actor, self.info.collection, template, box, quality,
+                                                   top_k=3, count_key_limits=False)
+        except FaceledgerError as exc:  # the collection deleted, storage unavailable: the track says why, the
+            # stream goes on (the refusal is audited by the operations layer)
+            return {"decision": "unknown", "searched": False, "reason": f"{exc.code}: {exc.message}"}
         self.identifications += 1
         face = result.faces[0]
         top = face.candidates[0] if face.candidates else None
