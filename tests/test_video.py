@@ -56,6 +56,15 @@ def enrol_people(fl: Faceledger, actor: Actor, data_dir: Path, collection: str =
         fl.enroll(actor, collection, person, [data_dir / "lfw" / person / enrol_photo])
 
 
+def door(tmp_path: Path, data_dir: Path) -> tuple[Faceledger, Actor, StreamService]:
+    """A service on its own home with the two people enrolled in "door", and its stream service (no webhooks)."""
+    fl = Faceledger(Settings(home=tmp_path / "home"))
+    fl.startup()
+    actor = Actor.local()
+    enrol_people(fl, actor, data_dir)
+    return fl, actor, StreamService(fl, deliver_webhooks=False)
+
+
 def walker_at(walkers: list[Walker], t: float, box) -> str | None:
     """The walker whose face is where ``box`` is at time ``t`` (the ground truth of one observation)."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -77,11 +86,7 @@ def test_generated_clip_tracks_identities_and_no_switches(clip, walkers, data_di
     """Four people cross the picture, two enrolled (from other photos), two strangers: four tracks, the enrolled
     ones matched to the right subject, the strangers unknown, no identity switch, every search audited with the
     stream's purpose."""
-    fl = Faceledger(Settings(home=tmp_path / "home"))
-    fl.startup()
-    actor = Actor.local()
-    enrol_people(fl, actor, data_dir)
-    streams = StreamService(fl, deliver_webhooks=False)
+    fl, actor, streams = door(tmp_path, data_dir)
     runner = streams.watch(actor, str(clip), purpose="door camera test", collection="door", fps=10)
     observed: dict[int, list[tuple[float, str | None]]] = {}
     update = runner.watcher.tracker.update
@@ -479,11 +484,7 @@ def test_one_process_resumes_the_streams(database_url, tmp_path):
 def test_a_failing_search_does_not_stop_the_stream(clip, data_dir, tmp_path):
     """The collection is deleted while the camera is watched: each track says why it was not searched, the stream
     keeps going to the end, and the refused searches are audited."""
-    fl = Faceledger(Settings(home=tmp_path / "home"))
-    fl.startup()
-    actor = Actor.local()
-    enrol_people(fl, actor, data_dir)
-    streams = StreamService(fl, deliver_webhooks=False)
+    fl, actor, streams = door(tmp_path, data_dir)
     runner = streams.watch(actor, str(clip), purpose="door", collection="door", fps=5)
     fl.delete_collection(actor, "door")
     runner.run()

@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
+
 from faceledger.access.keys import KeyStore
 from faceledger.audit.log import AuditLog, Verification
 from faceledger.config import Settings, get_settings
@@ -277,20 +279,25 @@ class Faceledger:
         guardrails apply: per-key rate and hourly quota, faces searched per image, and human
         review (candidates only, decision "review").
         """
-        return self._identify(actor, collection, top_k, target_fpir, lambda n: self.engine.analyze(image))
+        def faces():
+            analysis = self.engine.analyze(image)
+            return (analysis.templates, [[round(float(v), 1) for v in b] for b in analysis.detections.boxes],
+                    [q.to_dict() for q in analysis.quality])
+
+        return self._identify(actor, collection, top_k, target_fpir, faces)
 
     def identify_face(self, actor: Actor, collection: str, template, box: Sequence[float], quality: dict, *,
                       top_k: int = 5, count_key_limits: bool = True) -> IdentifyResult:
         """1:N for one face already found and embedded by this engine (a video track's best face): the same
         decision, guardrails and audit record as ``identify``. A stream's identifications are limited by the
         stream's own budget (``count_key_limits=False``), not by its creator key's request rate."""
-        import numpy as np
-
         face = (np.asarray(template, np.float32)[None], [list(box)], [quality])
-        return self._identify(actor, collection, top_k, None, None, face=face, count_key_limits=count_key_limits)
+        return self._identify(actor, collection, top_k, None, lambda: face, count_key_limits=count_key_limits)
 
-    def _identify(self, actor: Actor, collection: str, top_k: int, target_fpir: float | None, analyze, *,
-                  face=None, count_key_limits: bool = True) -> IdentifyResult:
+    def _identify(self, actor: Actor, collection: str, top_k: int, target_fpir: float | None, faces, *,
+                  count_key_limits: bool = True) -> IdentifyResult:
+        """The one 1:N decision: ``faces()`` gives (templates, boxes, quality dicts) of the faces to search, called
+        after the scope, policy and limit checks so that a refused search does no inference."""
         with self._operation("identify", actor, collection):
             self.authorize(actor, "identify")
             if not 1 <= top_k <= 100:
@@ -306,13 +313,7 @@ class Faceledger:
                 self.rate.take(actor.key_id)
                 if policy.identify_per_hour:
                     self.hourly.take(actor.key_id, policy.identify_per_hour)
-            if face is None:
-                analysis = analyze(0)
-                templates = analysis.templates
-                boxes = [[round(float(v), 1) for v in b] for b in analysis.detections.boxes]
-                qualities = [q.to_dict() for q in analysis.quality]
-            else:
-                templates, boxes, qualities = face
+            templates, boxes, qualities = faces()
             n = min(len(boxes), policy.max_faces_per_search or self.settings.max_faces)
             found = self.gallery.search_for_decision(c, templates[:n], top_k) if n else []
             # counted after the search: SQL is written first, so every face the search could return is counted

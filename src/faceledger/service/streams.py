@@ -36,6 +36,13 @@ STATUS_EVERY_S = 1.0
 RESUME_LOCK = int.from_bytes(b"fl-strm\0", "big")  # PostgreSQL advisory lock of the process that resumes streams
 
 
+def upload_path(filename: str) -> Path:
+    """Where an uploaded video waits while it is analysed: alone in a new temporary folder (the service removes the
+    folder once the analysis ends), named by the upload's extension."""
+    folder = Path(tempfile.mkdtemp(prefix="faceledger-video-"))
+    return folder / ("video" + (Path(filename).suffix.lower()[:8] or ".mp4"))
+
+
 class StreamRunner:
     """One watched source in its own thread: frames to events, events to SQL (and webhooks)."""
 
@@ -150,20 +157,32 @@ class StreamService:
                  mode: str = "identify", fps: float = 10.0, identify_per_hour: int | None = None,
                  webhook_url: str | None = None) -> tuple[StreamInfo, str | None]:
         """Watch a live source (admin only); returns the stream and its webhook secret (shown once)."""
-        with self.fl._operation("stream.create", actor, collection):
+        def admin_live_only() -> None:
             self.fl.authorize(actor, "stream.create")
             if not is_live(source):
                 raise InvalidArgument("a stream's source is a live URL (rtsp://, http(s)://); upload files to "
                                       "/v1/videos", source=source)
-            self.allowed.check(source, "stream")
+
+        info = self._register(actor, source, purpose, collection, mode, fps, identify_per_hour, webhook_url,
+                              admin_live_only, via="")
+        self._launch(info, source)
+        return info, self.store.secret(info.stream_id)[1]
+
+    def _register(self, actor: Actor, source: str, purpose: str, collection: str | None, mode: str, fps: float,
+                  identify_per_hour: int | None, webhook_url: str | None, check, *, via: str) -> StreamInfo:
+        """The one way a stream comes to be (API or command line): ``check``, the allow-list for a live source and
+        the webhook, the record, and its audit record (``stream.create``)."""
+        with self.fl._operation("stream.create", actor, collection):
+            check()
+            if is_live(source):
+                self.allowed.check(source, "stream")
             if webhook_url is not None:
                 self.allowed.check(webhook_url, "webhook")
             info = self._create(actor, "stream", source, purpose, collection, mode, fps, identify_per_hour,
                                 webhook_url)
-            self._launch(info, source)
             self.fl._done(ev.StreamRegistered(actor, collection, decision=f"stream:{info.stream_id} {mode} "
-                                              f"{fps:g} fps budget {info.identify_per_hour}/h"))
-        return info, self.store.secret(info.stream_id)[1]
+                                              f"{fps:g} fps budget {info.identify_per_hour}/h{via}"))
+        return info
 
     def analyse_video(self, actor: Actor, video: bytes | Path, *, filename: str, purpose: str,
                       collection: str | None = None, mode: str = "identify", fps: float = 5.0,
@@ -174,8 +193,8 @@ class StreamService:
         if isinstance(video, Path):
             folder, path = video.parent, video
         else:
-            folder = Path(tempfile.mkdtemp(prefix="faceledger-video-"))
-            path = folder / ("video" + (Path(filename).suffix.lower()[:8] or ".mp4"))
+            path = upload_path(filename)
+            folder = path.parent
             path.write_bytes(video)
         try:
             with self.fl._operation("video.create", actor, collection):
@@ -203,25 +222,20 @@ class StreamService:
               mode: str = "identify", fps: float = 10.0, webhook_url: str | None = None,
               on_events: Callable[[list[dict]], None] | None = None) -> StreamRunner:
         """The command line's watch: a file or a live source, run by the caller (``runner.run()``)."""
-        with self.fl._operation("stream.create", actor, collection):
-            if webhook_url is not None:
-                self.allowed.check(webhook_url, "webhook")
-            if is_live(source):
-                self.allowed.check(source, "stream")
-            info = self._create(actor, "stream", source, purpose, collection, mode, fps, None, webhook_url)
-            self.fl._done(ev.StreamRegistered(actor, collection, decision=f"stream:{info.stream_id} {mode} "
-                                              f"{fps:g} fps (command line)"))
+        info = self._register(actor, source, purpose, collection, mode, fps, None, webhook_url, lambda: None,
+                              via=" (command line)")
         runner = StreamRunner(self, info, source, on_events=on_events)
         with self._lock:
             self.runners[info.stream_id] = runner
         return runner
 
     def get(self, actor: Actor, stream_id: str) -> StreamInfo:
-        info = self.store.get(actor.tenant, stream_id)
-        runner = self.runners.get(stream_id)
-        if runner is not None:  # fresher than the last status written
-            info = StreamInfo(**{**info.__dict__, "status": runner.status()})
-        return info
+        return self._live(self.store.get(actor.tenant, stream_id))
+
+    def _live(self, info: StreamInfo) -> StreamInfo:
+        """``info`` with the status of its runner in this process, fresher than the last status written."""
+        runner = self.runners.get(info.stream_id)
+        return StreamInfo(**{**info.__dict__, "status": runner.status()}) if runner is not None else info
 
     def list(self, actor: Actor, *, kind: str | None = None) -> list[StreamInfo]:
         return self.store.list(actor.tenant, kind=kind)
@@ -243,12 +257,12 @@ class StreamService:
             self.fl._done(ev.StreamDeleted(actor, decision=f"stream:{stream_id}"))
 
     def _stop(self, actor: Actor, stream_id: str) -> None:
-        self.store.get(actor.tenant, stream_id)  # NOT_FOUND for another tenant's stream
+        info = self.store.get(actor.tenant, stream_id)  # NOT_FOUND for another tenant's stream
         runner = self.runners.get(stream_id)
         if runner is not None:
             runner.source.stop()
             runner.thread.join(15)
-        elif self.store.get(actor.tenant, stream_id).state == "running":
+        elif info.state == "running":
             self.store.set_state(stream_id, "stopped")
 
     def _readable(self, actor: Actor, stream_id: str) -> StreamInfo:
@@ -266,8 +280,7 @@ class StreamService:
 
     def persons(self, actor: Actor, stream_id: str, *, offset: int = 0, limit: int = 50) -> dict:
         """A video's results: one entry per person-track (from its ended event), paginated."""
-        self._readable(actor, stream_id)
-        info = self.get(actor, stream_id)
+        info = self._live(self._readable(actor, stream_id))
         ended = self.store.events(stream_id, after=0, limit=1_000_000, types=["track.ended"])
         found = {e["track_id"]: e for e in self.store.events(stream_id, after=0, limit=1_000_000,
                                                              types=["track.identified"])}

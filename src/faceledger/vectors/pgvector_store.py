@@ -59,6 +59,12 @@ def maintenance_mb(rows: int, dim: int) -> int:
     return int(min(8192, max(64, rows * (4 * dim + 300) * 1.25 / 2**20)))
 
 
+def _drop_indexes(conn) -> None:
+    """Drop the ANN index, whichever kind it is (a bulk load or a rebuild builds it afresh)."""
+    conn.exec_driver_sql("DROP INDEX IF EXISTS face_vectors_hnsw")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS face_vectors_ivf")
+
+
 def _literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.9g}" for x in np.asarray(vector, np.float32)) + "]"  # 9 digits: exact float32
 
@@ -142,8 +148,7 @@ class PgVectorStore:
         end, with memory for the whole of it and parallel workers. Searches meanwhile scan exactly (correct, slow):
         for an initial import or a migration, not a live gallery."""
         with self.engine.begin() as conn:
-            conn.execute(text("DROP INDEX IF EXISTS face_vectors_hnsw"))
-            conn.execute(text("DROP INDEX IF EXISTS face_vectors_ivf"))
+            _drop_indexes(conn)
         try:
             yield
         finally:
@@ -152,14 +157,13 @@ class PgVectorStore:
     def build_index(self) -> float:
         """(Re)build the index: HNSW, or IVFFlat with lists for the table's current size (none below
         ``IVF_MIN_ROWS``); returns the seconds it took."""
+        rows = self.count_all()
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            rows = int(conn.execute(text("SELECT count(*) FROM face_vectors")).scalar())
             memory = maintenance_mb(rows, self.dim) if self.index == "hnsw" else ivf_build_mb(ivf_lists(rows))
             conn.exec_driver_sql(f"SET maintenance_work_mem = '{memory}MB'")
             conn.exec_driver_sql(f"SET max_parallel_maintenance_workers = {max(1, (os.cpu_count() or 2) - 1)}")
             started = time.perf_counter()
-            conn.exec_driver_sql("DROP INDEX IF EXISTS face_vectors_hnsw")
-            conn.exec_driver_sql("DROP INDEX IF EXISTS face_vectors_ivf")
+            _drop_indexes(conn)
             if self.index == "hnsw":
                 conn.exec_driver_sql(HNSW_INDEX)
             elif rows >= IVF_MIN_ROWS:
@@ -240,13 +244,14 @@ class PgVectorStore:
         """Rewrite the table and its index (``VACUUM FULL``): no erased vector is left in free space; an IVF index is
         trained again for the gallery's current size."""
         self.check(collection_id)
+        rows = self.count_all()
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            rows = int(conn.execute(text("SELECT count(*) FROM face_vectors")).scalar())
+            if self.index == "ivfflat":  # trained again below: not rebuilt by the rewrite first, with the old lists
+                _drop_indexes(conn)
             conn.exec_driver_sql(f"SET maintenance_work_mem = '{maintenance_mb(rows, self.dim)}MB'")
             conn.exec_driver_sql("VACUUM FULL face_vectors")
         if self.index == "ivfflat":
             self.build_index()  # lists trained again for the gallery's size now
-        self._read_lists()
         return {"kind": self.index, "count": self.count(collection_id)}
 
     def reset(self) -> None:
@@ -259,8 +264,7 @@ class PgVectorStore:
         return []  # named by the SQL store, which vacuums face_vectors
 
     def health(self) -> dict:
-        with self.engine.connect() as conn:
-            n = int(conn.execute(text("SELECT count(*) FROM face_vectors")).scalar())
+        n = self.count_all()
         index = "hnsw" if self.index == "hnsw" else f"ivfflat ({self.probes} probes)"
         return {"store": self.name, "vectors": n, "index": f"{index} (vector_ip_ops)"}
 

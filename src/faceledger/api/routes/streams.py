@@ -4,8 +4,6 @@ webhook deliveries."""
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Path as PathParam, Query, Request, Response
@@ -15,7 +13,7 @@ from faceledger.api.deps import Caller, Token, in_thread, operation
 from faceledger.api.errors import AUTH_ERRORS, responses
 from faceledger.api.inputs import budget_of, openapi_body
 from faceledger.errors import InvalidArgument, UnsupportedMediaType
-from faceledger.service.streams import StreamService
+from faceledger.service.streams import StreamService, upload_path
 
 router = APIRouter(tags=["streams"])
 VIDEO_TYPES = ("video/", "application/octet-stream")
@@ -103,8 +101,8 @@ async def submit_video(request: Request, token: Token,
                                        "application/octet-stream)")
         service = streams_of(request)
         budget_of(request).allow(service.settings.max_video_bytes)
-        folder = Path(tempfile.mkdtemp(prefix="faceledger-video-"))
-        path = folder / ("video" + (Path(filename).suffix.lower()[:8] or ".mp4"))
+        path = upload_path(filename)
+        folder = path.parent
         try:
             with path.open("wb") as out:  # streamed to disk, counted against the limit as it arrives
                 async for chunk in request.stream():
