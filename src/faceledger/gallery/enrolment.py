@@ -49,7 +49,7 @@ def enrolment_face(engine: FaceEngine, bgr: np.ndarray, digest: str, face: int |
     if store_crops:
         crop = cv2.imencode(".jpg", align(bgr, analysis.detections.landmarks[chosen]))[1].tobytes()
     return NewFace(digest, analysis.templates[chosen], analysis.quality[chosen].to_dict(), boxes(analysis)[chosen],
-                   crop)
+                   crop, [int(bgr.shape[1]), int(bgr.shape[0])])
 
 
 def check_consent(require_consent: bool, collection: str, stored: StoredConsent | None, given: Consent | None,

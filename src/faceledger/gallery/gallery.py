@@ -10,25 +10,40 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 from contextlib import nullcontext
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 from faceledger.config import Settings, get_settings
-from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NotCalibrated, NotFound
+from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NoFace, NotCalibrated, NotFound
 from faceledger.gallery.enrolment import check_consent, check_name, check_subject_id, enrolment_face
-from faceledger.gallery.records import CollectionInfo, CollectionRef, Consent, ErasureReceipt, NewFace, SubjectInfo, iso
+from faceledger.gallery.face_rows import FaceRow
+from faceledger.gallery.records import (CollectionInfo, CollectionRef, Consent, ErasureReceipt, FaceInfo, NewFace,
+                                        SubjectInfo, iso)
 from faceledger.gallery.schema import utcnow
 from faceledger.gallery.store import SqlStore
 from faceledger.imaging import ImageInput
 from faceledger.matching.calibration import Calibration, load_calibration
 from faceledger.matching.openset import OpenSetPolicy, check_target_fpir
-from faceledger.pipeline.engine import FaceEngine
+from faceledger.pipeline.align import align
+from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
 from faceledger.vectors import open_vector_store
 
 Ranked = list[tuple[str, str | None, float]]  # (subject id, display name, best similarity), best first
+
+
+@dataclass(frozen=True)
+class IndexedFaces:
+    """What ``Gallery.index_faces`` did with each face of an image (faces by index into ``analysis``)."""
+
+    analysis: FaceAnalysis
+    indexed: list[tuple[int, str, FaceInfo]]  # (face index, subject id, the enrolled face)
+    skipped: list[tuple[int, list[str]]]  # (face index, reasons: quality codes or EXCEEDS_MAX_FACES)
 
 
 class Gallery:
@@ -159,6 +174,17 @@ class Gallery:
         pending = self._after_erase(c.id, [face_id])
         return ErasureReceipt(collection, [subject_id], [face_id], iso(utcnow()), pending=pending)
 
+    def delete_faces(self, collection: str, rows: Sequence[FaceRow], *, tenant: str = "default",
+                     drop_empty: Sequence[str] = ()) -> ErasureReceipt:
+        """Erase faces (found by ``faces_by_uuid``) in one transaction, and those of ``drop_empty``'s subjects they
+        leave without a face."""
+        c = self.collection(collection, tenant)
+        face_ids = [r.face.face_id for r in rows]
+        self.store.delete_faces(c, face_ids, drop_empty=drop_empty)
+        pending = self._after_erase(c.id, face_ids)
+        return ErasureReceipt(collection, sorted({r.subject_id for r in rows}), face_ids, iso(utcnow()),
+                              pending=pending)
+
     def _after_erase(self, cid: int, face_ids: Sequence[int]) -> list[str]:
         self.vectors.remove(cid, np.array(face_ids, np.int64))
         return self.store.purge_freed_pages() + self.vectors.erasure_pending()
@@ -198,6 +224,48 @@ class Gallery:
         if new_ids:  # nothing fallible runs between the commit and this add
             self.vectors.add(c.id, np.array(new_ids, np.int64), np.stack(new_vectors))
         return info
+
+    def index_faces(self, collection: str, image: ImageInput, *, tenant: str = "default", max_faces: int | None = None,
+                    external_image_id: str | None = None, consent: Consent | None = None,
+                    subject_for=lambda face_uuid: face_uuid) -> IndexedFaces:
+        """Enrol every face of an image that passes the quality limits, largest first, at most ``max_faces``, each as
+        a new subject named ``subject_for(its face uuid)`` (the face-level front ends: a face belongs to no person
+        until it is associated with one). All in one transaction; the faces not enrolled come back with reasons."""
+        if max_faces is not None and max_faces < 1:
+            raise InvalidArgument("max_faces is at least 1")
+        c = self.collection(collection, tenant, for_search=True)
+        check_consent(c.require_consent, c.name, None, consent, utcnow())
+        bgr = self.engine.decode(image)
+        analysis = self.engine.analyze(bgr)
+        if len(analysis) == 0:
+            raise NoFace("no face was found in the image")
+        digest = hashlib.sha256(bgr.tobytes()).hexdigest()
+        image_id, size = str(uuid.uuid4()), [int(bgr.shape[1]), int(bgr.shape[0])]
+        chosen, skipped = [], []
+        for i, q in enumerate(analysis.quality):
+            if not q.passed:
+                skipped.append((i, [r.value for r in q.reasons]))
+            elif max_faces is not None and len(chosen) >= max_faces:
+                skipped.append((i, ["EXCEEDS_MAX_FACES"]))
+            else:
+                chosen.append(i)
+        boxes = [[round(float(v), 1) for v in b] for b in analysis.detections.boxes]
+        items = []
+        for i in chosen:
+            face_uuid = str(uuid.uuid4())
+            crop = None
+            if c.store_crops:
+                crop = cv2.imencode(".jpg", align(bgr, analysis.detections.landmarks[i]))[1].tobytes()
+            items.append((subject_for(face_uuid), NewFace(digest, analysis.templates[i], analysis.quality[i].to_dict(),
+                                                          boxes[i], crop, size, external_image_id, face_uuid,
+                                                          image_id)))
+        infos = []
+        if items:
+            self.vectors.load(c.id)
+            infos, ids, vectors = self.store.write_new_subjects(c, items, model_id=self.engine.model_id,
+                                                                consent=consent)
+            self.vectors.add(c.id, np.array(ids, np.int64), np.stack(vectors))
+        return IndexedFaces(analysis, list(zip(chosen, [sid for sid, _ in items], infos)), skipped)
 
     def enroll_templates(self, collection: str, subject_ids: Sequence[str], templates: np.ndarray,
                          image_hashes: Sequence[str], *, tenant: str = "default", chunk: int = 20_000,
@@ -252,6 +320,16 @@ class Gallery:
             full = int((row_ids >= 0).sum()) == fetch  # the store had more faces than were fetched
             out.append((ranked, float(row_scores[-1]) if full and len(ranked) < 2 else None))
         return out
+
+    def search_faces(self, c: CollectionRef, templates: np.ndarray, top_k: int) -> list[list[tuple[FaceRow, float]]]:
+        """Face-level search: per template the ``top_k`` best faces (not subjects) with their subject, best first;
+        only faces SQL still holds."""
+        if not len(templates):
+            return []
+        scores, ids = self.vectors.search(c.id, templates, top_k)
+        rows = self.store.face_rows(c.id, sorted({int(i) for i in ids.ravel() if i >= 0}))
+        return [[(rows[int(f)], float(v)) for v, f in zip(row_scores, row_ids) if int(f) in rows]
+                for row_scores, row_ids in zip(scores, ids)]
 
     def search_templates(self, collection: str, templates: np.ndarray, *, tenant: str = "default",
                          top_k: int = 5) -> list[Ranked]:

@@ -43,6 +43,7 @@ class CollectionInfo:
     created_at: str | None
     subjects: int = 0
     faces: int = 0
+    consent_attestation: dict | None = None  # the legal basis attested for enrolments without a consent record
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +57,10 @@ class FaceInfo:
     quality: dict
     enrolled_at: str | None
     created: bool = True  # False when the same image was already enrolled for the subject
+    uuid: str | None = None  # the face's public id (Rekognition's FaceId, CompreFace's image_id)
+    image_id: str | None = None  # the public id of the image it was enrolled from
+    external_image_id: str | None = None
+    image_size: list[int] | None = None  # [width, height] of that image
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +114,7 @@ class CollectionRef:
     require_consent: bool
     store_crops: bool
     retention_days: int | None
+    consent_attestation: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,10 @@ class NewFace:
     quality: dict | None = None
     box: list | None = None
     crop: bytes | None = None
+    image_size: list[int] | None = None  # [width, height]
+    external_image_id: str | None = None
+    uuid: str | None = None  # chosen by the caller (the face is its own subject, named after it); else generated
+    image_id: str | None = None  # shared by the faces of one image indexed together
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -56,6 +57,9 @@ class Collection(Base):
     store_crops: Mapped[bool] = mapped_column(default=False)
     retention_days: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # the legal basis an admin attested for enrolments through front ends that carry no consent record
+    # (Rekognition's and CompreFace's APIs): {"basis", "reference", "attested_by", "attested_at"}
+    consent_attestation: Mapped[dict | None] = mapped_column(JSON, default=None)
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="collection", cascade="all, delete-orphan",
                                                    passive_deletes=True)
@@ -96,6 +100,11 @@ class Face(Base):
     box: Mapped[list] = mapped_column(JSON)
     crop: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     enrolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # public ids (Rekognition's FaceId and ImageId, CompreFace's image_id): UUIDs, never reused
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, index=True, default=lambda: str(uuid.uuid4()))
+    image_id: Mapped[str] = mapped_column(String(36), default=lambda: str(uuid.uuid4()))
+    external_image_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    image_size: Mapped[list | None] = mapped_column(JSON, default=None)  # [width, height] of the enrolled image
 
     subject: Mapped[Subject] = relationship(back_populates="faces")
 
@@ -103,8 +112,12 @@ class Face(Base):
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
-    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public part of the key
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public part (an AWS key's access key id)
     secret_sha256: Mapped[str] = mapped_column(String(64))
+    # AWS-style keys (SigV4 needs the secret itself to check a signature): the secret sealed under the
+    # credentials key kept outside the database; None for bearer keys
+    secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    collection: Mapped[str | None] = mapped_column(String(128), default=None)  # bound to one collection
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     scopes: Mapped[list] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(512))

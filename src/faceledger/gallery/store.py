@@ -23,12 +23,13 @@ from faceledger.config import Settings
 from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery import outbox
-from faceledger.gallery.db import BUSY_TIMEOUT_MS, advisory_xact_lock, open_database
+from faceledger.gallery.face_rows import FaceRows, _consent_columns, _face_ids, _face_info
+from faceledger.gallery.feed import ADD, DROP, REMOVE, record_changes
+from faceledger.gallery.db import BUSY_TIMEOUT_MS, open_database
 from faceledger.gallery.records import (
     CollectionInfo,
     CollectionRef,
     Consent,
-    FaceInfo,
     NewFace,
     StoredConsent,
     SubjectInfo,
@@ -39,31 +40,12 @@ from faceledger.gallery.schema import (Collection, Face, FaceChange, Meta, Subje
                                       utcnow)
 
 
-ADD, REMOVE, DROP = "add", "remove", "drop"
-FEED_LOCK = int.from_bytes(b"fl-feed\0", "big")  # PostgreSQL advisory lock key of the change feed's writers
-
-
-def record_changes(s: Session, collection_id: int, op: str, face_ids: Sequence[int] = ()) -> None:
-    """Add the change feed's rows for a change, in the transaction that makes it (see ``FaceChange``).
-
-    On PostgreSQL the transaction first takes the feed's advisory lock (held to its commit), so feed
-    numbers are given in commit order and a follower never skips a change that commits late.
-    """
-    if op != DROP and not len(face_ids):
-        return
-    advisory_xact_lock(s, FEED_LOCK)
-    now = utcnow()
-    rows = ([{"collection_id": collection_id, "face_id": None, "op": DROP, "at": now}] if op == DROP else
-            [{"collection_id": collection_id, "face_id": int(f), "op": op, "at": now} for f in face_ids])
-    s.execute(insert(FaceChange), rows)
-
-
 def aware(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite hands back naive datetimes; faceledger stores UTC."""
     return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
 
 
-class SqlStore:
+class SqlStore(FaceRows):
     def __init__(self, settings: Settings) -> None:
         self.db, self.session = open_database(settings.db_url)
         outbox.install(self.session)  # every data-changing commit carries its operation's audit intent
@@ -300,7 +282,8 @@ class SqlStore:
                     raise AlreadyExists("the subject changed during this enrolment; send it again")
                 if row is None:
                     row = Face(subject_id=subject.id, collection_id=c.id, template=self.cipher.pack(p.template),
-                               model_id=model_id, quality=p.quality, image_sha256=p.sha, box=p.box, crop=p.crop)
+                               model_id=model_id, quality=p.quality, image_sha256=p.sha, box=p.box, crop=p.crop,
+                               **_face_ids(p), image_size=p.image_size, external_image_id=p.external_image_id)
                     s.add(row)
                     s.flush()  # the database allocates the id (safe across processes)
                     new_ids.append(row.id)
@@ -311,8 +294,7 @@ class SqlStore:
             s.flush()
             # everything that could fail runs before the commit: after it, only the vector add remains
             info = self._subject_info(s, subject, faces=False)
-            face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), f.id in new_ids)
-                          for f in rows]
+            face_infos = [_face_info(f, f.id in new_ids) for f in rows]
             record_changes(s, c.id, ADD, new_ids)
             if self.vector_writer is not None:
                 self.vector_writer(s, c.id, new_ids, new_vectors)
@@ -523,7 +505,8 @@ class SqlStore:
         subjects = s.scalar(select(func.count()).select_from(Subject).where(Subject.collection_id == c.id))
         faces = s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == c.id))
         return CollectionInfo(c.name, c.tenant, c.model_id, c.target_fmr, c.target_fpir, c.require_consent,
-                              c.store_crops, c.retention_days, iso(c.created_at), subjects or 0, faces or 0)
+                              c.store_crops, c.retention_days, iso(c.created_at), subjects or 0, faces or 0,
+                              c.consent_attestation)
 
     @staticmethod
     def _subject_info(s: Session, subject: Subject, faces: bool = True) -> SubjectInfo:
@@ -534,7 +517,7 @@ class SqlStore:
         face_infos = []
         if faces:
             rows = s.scalars(select(Face).where(Face.subject_id == subject.id).order_by(Face.id)).all()
-            face_infos = [FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), True) for f in rows]
+            face_infos = [_face_info(f) for f in rows]
             count = len(face_infos)
         else:
             count = s.scalar(select(func.count()).select_from(Face).where(Face.subject_id == subject.id)) or 0
@@ -544,11 +527,4 @@ class SqlStore:
 
 def _ref(c: Collection) -> CollectionRef:
     return CollectionRef(c.id, c.tenant, c.name, c.model_id, c.target_fmr, c.target_fpir, c.require_consent,
-                         c.store_crops, c.retention_days)
-
-
-def _consent_columns(consent: Consent | None) -> dict:
-    if consent is None:
-        return {}
-    return {"consent_basis": consent.basis, "consent_reference": consent.reference,
-            "consent_given_at": consent.given_at or utcnow(), "consent_expires_at": consent.expires_at}
+                         c.store_crops, c.retention_days, c.consent_attestation)

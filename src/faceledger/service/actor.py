@@ -26,6 +26,7 @@ class Actor:
     reference: str | None = None
     request_id: str | None = None
     client: str | None = None
+    collection: str | None = None  # the one collection the key is bound to (None: any of its tenant's)
 
     @classmethod
     def local(cls, tenant: str | None = "default", *, reference: str | None = None) -> Actor:
@@ -44,6 +45,12 @@ class Actor:
         """Refuse unless the actor holds one of ``scopes`` (admin holds all)."""
         if not any(self.has(s) for s in scopes):
             raise Forbidden(f"this key lacks the '{scopes[0]}' scope", scope=scopes[0], key_id=self.key_id)
+
+    def check_collection(self, collection: str | None) -> None:
+        """Refuse a collection other than the one the key is bound to."""
+        if self.collection is not None and collection is not None and collection != self.collection:
+            raise Forbidden(f"this key is bound to collection '{self.collection}'", collection=collection,
+                            key_id=self.key_id)
 
     def with_reference(self, reference: str | None) -> Actor:
         return dataclasses.replace(self, reference=reference) if reference is not None else self

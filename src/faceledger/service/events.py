@@ -153,6 +153,29 @@ class WebhooksReplayed(Event):
 
 
 @dataclass(frozen=True)
+class ConsentAttested(Event):
+    operation: ClassVar[str] = "collection.attest"
+
+
+@dataclass(frozen=True)
+class FacesAssociated(Event):
+    """Faces given to a subject (a person), or taken from one (``operation`` faces.disassociate)."""
+
+    operation: ClassVar[str] = "faces.associate"
+    face_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FacesDisassociated(FacesAssociated):
+    operation: ClassVar[str] = "faces.disassociate"
+
+
+@dataclass(frozen=True)
+class SubjectRenamed(Event):
+    operation: ClassVar[str] = "subject.rename"
+
+
+@dataclass(frozen=True)
 class OperationRefused(Event):
     """An operation refused (bad input, no access, no face, ...) or failed: ``code`` says why."""
 

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from faceledger.access.keys import KeyStore
+from faceledger.access import sigv4
+from faceledger.access.keys import KeyStore, credentials_key
 from faceledger.audit.log import AuditLog, Verification
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, NotFound
@@ -41,6 +42,7 @@ from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
 from faceledger.service import events as ev
 from faceledger.service.actor import Actor
 from faceledger.service.consent import checked, instant
+from faceledger.service.face_level import FaceLevelOperations
 from faceledger.service.guardrails import HourlyQuota, MetadataLimits, RateLimiter
 from faceledger.service.subscribers import ServiceMetrics, subscribe_defaults
 
@@ -56,16 +58,19 @@ OPERATION_SCOPES: dict[str, tuple[str, ...]] = {
     "stream.create": ("admin",), "stream.stop": ("admin",), "stream.delete": ("admin",),
     "streams.read": ("admin", "identify", "detect"), "video.create": ("identify", "detect"),
     "webhooks.read": ("admin",), "webhooks.replay": ("admin",),
+    "collection.attest": ("admin",), "faces.associate": ("enroll",), "faces.disassociate": ("enroll",),
+    "subject.rename": ("enroll",),
 }
 
 
-class Faceledger:
+class Faceledger(FaceLevelOperations):
     def __init__(self, settings: Settings | None = None, engine: FaceEngine | None = None, *,
                  metrics: ServiceMetrics | None = None) -> None:
         self.settings = settings or get_settings()
         self.engine = engine or FaceEngine(self.settings)
         self.gallery = Gallery(self.settings, self.engine)
-        self.keys = KeyStore(self.gallery.store.session)
+        self.keys = KeyStore(self.gallery.store.session,
+                             credentials_key(self.settings.credentials_key, self.settings.home))
         self.audit = AuditLog.from_settings(self.settings, self.gallery.store.session)
         self.metrics = metrics or ServiceMetrics()
         self.events = ev.EventBus()
@@ -95,12 +100,26 @@ class Faceledger:
     def authenticate(self, token: str | None, *, request_id: str | None = None, client: str | None = None) -> Actor:
         """The actor of an API key (raises Unauthorized for a missing, unknown or revoked key)."""
         p = self.keys.authenticate(token)
-        return Actor(p.tenant, p.key_id, p.purpose, p.scopes, request_id=request_id, client=client)
+        return Actor(p.tenant, p.key_id, p.purpose, p.scopes, request_id=request_id, client=client,
+                     collection=p.collection)
+
+    def authenticate_signed(self, request: sigv4.SignedRequest, service: str, *, request_id: str | None = None,
+                            client: str | None = None) -> Actor:
+        """The actor of an AWS Signature V4 request signed with an AWS-style key (raises Unauthorized with a
+        ``reason``: missing, malformed, expired, unknown, revoked or signature)."""
+        p = sigv4.verify(request, service, self.keys.aws_secret)
+        return Actor(p.tenant, p.key_id, p.purpose, p.scopes, request_id=request_id, client=client,
+                     collection=p.collection)
 
     def authorize(self, actor: Actor, operation: str) -> None:
         """Refuse (Forbidden) unless the actor holds a scope the operation needs. Front ends may call it
         before reading a request body, so a key without the scope is told so first."""
         actor.require(*OPERATION_SCOPES[operation])
+
+    def reach(self, actor: Actor, operation: str, collection: str | None) -> None:
+        """``authorize``, and refuse a collection outside the key's binding."""
+        self.authorize(actor, operation)
+        actor.check_collection(collection)
 
     def refuse(self, operation: str, actor: Actor, exc: Exception, *, collection: str | None = None,
                subject_ids: Sequence[str] = (), decision: str | None = None) -> None:
@@ -131,6 +150,7 @@ class Faceledger:
                   "client": actor.client}
         with outbox.pending(intent):
             try:
+                actor.check_collection(collection)
                 yield
             except Exception as exc:
                 self.refuse(name, actor, exc, collection=collection, subject_ids=subject_ids)
@@ -182,10 +202,11 @@ class Faceledger:
 
     def list_collections(self, actor: Actor) -> list[CollectionInfo]:
         self.authorize(actor, "collections.read")
-        return self.gallery.list_collections(actor.tenant)
+        return [c for c in self.gallery.list_collections(actor.tenant)
+                if actor.collection is None or c.name == actor.collection]
 
     def get_collection(self, actor: Actor, name: str) -> CollectionInfo:
-        self.authorize(actor, "collections.read")
+        self.reach(actor, "collections.read", name)
         return self.gallery.get_collection(name, actor.tenant)
 
     def update_collection(self, actor: Actor, name: str, *, target_fpir: float | None = None,
@@ -225,12 +246,12 @@ class Faceledger:
         return info
 
     def list_subjects(self, actor: Actor, collection: str, *, limit: int = 100, offset: int = 0) -> list[SubjectInfo]:
-        self.authorize(actor, "subjects.read")
+        self.reach(actor, "subjects.read", collection)
         return self.gallery.list_subjects(collection, tenant=actor.tenant, limit=limit, offset=offset)
 
     def get_subject(self, actor: Actor, collection: str, subject_id: str) -> SubjectInfo:
         """A subject with its faces (never templates)."""
-        self.authorize(actor, "subjects.read")
+        self.reach(actor, "subjects.read", collection)
         return self.gallery.get_subject(collection, subject_id, tenant=actor.tenant)
 
     def list_faces(self, actor: Actor, collection: str, subject_id: str) -> list[FaceInfo]:
@@ -308,11 +329,7 @@ class Faceledger:
             if target_fpir is not None and target_fpir > c.target_fpir and not actor.has("admin"):
                 raise Forbidden(f"a search may be stricter than the collection's policy (target FPIR "
                                 f"{c.target_fpir:g}), not looser, without the admin scope", fpir=target_fpir)
-            policy = self.gallery.store.tenant_policy(actor.tenant)
-            if actor.key_id is not None and count_key_limits:  # limits are per key; the local operator has none
-                self.rate.take(actor.key_id)
-                if policy.identify_per_hour:
-                    self.hourly.take(actor.key_id, policy.identify_per_hour)
+            policy = self._search_limits(actor, count_key_limits)
             templates, boxes, qualities = faces()
             n = min(len(boxes), policy.max_faces_per_search or self.settings.max_faces)
             found = self.gallery.search_for_decision(c, templates[:n], top_k) if n else []
@@ -327,6 +344,16 @@ class Faceledger:
                                          tuple(c.similarity for f in faces for c in f.candidates),
                                          decision=result.audit_decision, faces=n))
         return result
+
+    def _search_limits(self, actor: Actor, count_key_limits: bool = True) -> TenantPolicyInfo:
+        """The tenant's guardrails for a search, its use counted against the key's rate and hourly quota
+        (RATE_LIMITED beyond them); the local operator has no key and no limits."""
+        policy = self.gallery.store.tenant_policy(actor.tenant)
+        if actor.key_id is not None and count_key_limits:
+            self.rate.take(actor.key_id)
+            if policy.identify_per_hour:
+                self.hourly.take(actor.key_id, policy.identify_per_hour)
+        return policy
 
     def verify(self, actor: Actor, collection: str, subject_id: str, image: ImageInput, *,
                target_fmr: float | None = None, face: int | None = None) -> Comparison:
@@ -344,15 +371,23 @@ class Faceledger:
         return result
 
     # ------------------------------------------------------------------ keys and tenants
-    def create_key(self, actor: Actor, tenant: str, scopes: Sequence[str], purpose: str) -> tuple[str, dict]:
-        """A new API key (shown once) for ``tenant``; a key's holder may only create keys for its own tenant."""
+    def create_key(self, actor: Actor, tenant: str, scopes: Sequence[str], purpose: str, *,
+                   collection: str | None = None, aws: bool = False) -> tuple[str, dict]:
+        """A new API key (shown once) for ``tenant``; a key's holder may only create keys for its own tenant (and a
+        bound key only keys bound to its collection). ``collection`` binds the key to one collection; ``aws`` makes an
+        access key id and a secret access key for SigV4 clients (the secret is returned)."""
         with self._operation("key.create", actor):
             self.authorize(actor, "key.create")
             if actor.scopes is not None and tenant != actor.tenant:
                 raise Forbidden("a key may only create keys for its own tenant", tenant=tenant)
-            key, info = self.keys.create(tenant, list(scopes), purpose)
-            self._done(ev.KeyCreated(actor, decision=f"key {info['key_id']} for tenant {tenant}: "
-                                                     f"{','.join(info['scopes'])}"))
+            if actor.collection is not None and collection != actor.collection:
+                raise Forbidden(f"a key bound to collection '{actor.collection}' only creates keys bound to it")
+            if collection is not None:
+                self.gallery.store.collection(tenant, collection)  # NOT_FOUND for a collection that does not exist
+            key, info = self.keys.create(tenant, list(scopes), purpose, collection=collection, aws=aws)
+            self._done(ev.KeyCreated(actor, collection, decision=(
+                f"{'AWS-style ' if aws else ''}key {info['key_id']} for tenant {tenant}: "
+                f"{','.join(info['scopes'])}")))
         return key, info
 
     def list_keys(self, actor: Actor, tenant: str | None = None) -> list[dict]:
@@ -445,11 +480,11 @@ class Faceledger:
         return count
 
     def check_index(self, actor: Actor, collection: str) -> dict:
-        self.authorize(actor, "index")
+        self.reach(actor, "index", collection)
         return self.gallery.check_index(collection, actor.tenant)
 
     def rebuild_index(self, actor: Actor, collection: str) -> dict:
-        self.authorize(actor, "index")
+        self.reach(actor, "index", collection)
         return self.gallery.rebuild_index(collection, actor.tenant)
 
     def run_retention(self, now: dt.datetime | None = None) -> list[dict]:

@@ -1,0 +1,194 @@
+"""Face-level reads and writes of the SQL store: faces by their public UUID, pages of a collection's faces,
+faces moved between subjects, subjects renamed, several one-face subjects written at once.
+
+The face-level front ends (Rekognition's and CompreFace's APIs) address faces, not only subjects; these
+queries serve them, and every change still goes through one transaction with its change-feed rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from faceledger.errors import NotFound
+from faceledger.gallery.feed import ADD, REMOVE, record_changes
+from faceledger.gallery.records import CollectionRef, Consent, FaceInfo, NewFace, iso
+from faceledger.gallery.schema import Collection, Face, Subject, utcnow
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    """A face with the subject it belongs to."""
+
+    subject_id: str
+    display_name: str | None
+    face: FaceInfo
+
+
+class FaceRows:
+    """Mixed into ``SqlStore`` (uses its ``session``, ``cipher``, ``vector_writer`` and helpers)."""
+
+    def set_attestation(self, cid: int, attestation: dict | None) -> None:
+        with self.session() as s:
+            s.execute(update(Collection).where(Collection.id == cid).values(consent_attestation=attestation))
+            s.commit()
+
+    def faces_by_uuid(self, cid: int, uuids: Sequence[str]) -> dict[str, FaceRow]:
+        """uuid -> the face and its subject, for those of ``uuids`` the collection holds."""
+        if not uuids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(select(Face, Subject.external_id, Subject.display_name).join(Subject)
+                             .where(Face.collection_id == cid, Face.uuid.in_(list(set(uuids))))).all()
+            return {f.uuid: FaceRow(ext, name, _face_info(f)) for f, ext, name in rows}
+
+    def face_rows(self, cid: int, face_ids: Sequence[int]) -> dict[int, FaceRow]:
+        """face id -> the face and its subject (the face-level search join: erased faces are simply absent)."""
+        if not len(face_ids):
+            return {}
+        with self.session() as s:
+            rows = s.execute(select(Face, Subject.external_id, Subject.display_name).join(Subject)
+                             .where(Face.collection_id == cid, Face.id.in_([int(i) for i in face_ids]))).all()
+            return {f.id: FaceRow(ext, name, _face_info(f)) for f, ext, name in rows}
+
+    def face_page(self, cid: int, *, subject_id: str | None = None, uuids: Sequence[str] | None = None,
+                  after: int = 0, limit: int = 1000) -> list[FaceRow]:
+        """The collection's faces in id order after face id ``after``; of one subject, or of some UUIDs."""
+        with self.session() as s:
+            q = (select(Face, Subject.external_id, Subject.display_name).join(Subject)
+                 .where(Face.collection_id == cid, Face.id > after).order_by(Face.id).limit(limit))
+            if subject_id is not None:
+                q = q.where(Subject.external_id == subject_id)
+            if uuids is not None:
+                q = q.where(Face.uuid.in_(list(uuids)))
+            return [FaceRow(ext, name, _face_info(f)) for f, ext, name in s.execute(q).all()]
+
+    def face_template(self, cid: int, uuid: str) -> tuple[FaceRow, np.ndarray]:
+        with self.session() as s:
+            row = s.execute(select(Face, Subject.external_id, Subject.display_name).join(Subject)
+                            .where(Face.collection_id == cid, Face.uuid == uuid)).first()
+            if row is None:
+                raise NotFound(f"face {uuid} not found", face_id=uuid)
+            f, ext, name = row
+            return FaceRow(ext, name, _face_info(f)), self.cipher.unpack(f.template)
+
+    def count_subjects(self, cid: int, *, without_prefix: str | None = None) -> int:
+        with self.session() as s:
+            q = select(func.count()).select_from(Subject).where(Subject.collection_id == cid)
+            if without_prefix:
+                q = q.where(~Subject.external_id.startswith(without_prefix, autoescape=True))
+            return s.scalar(q) or 0
+
+    def subject_page(self, cid: int, *, without_prefix: str | None = None, after: str = "",
+                     limit: int = 100) -> list[str]:
+        """Subject ids in order after ``after``."""
+        with self.session() as s:
+            q = (select(Subject.external_id).where(Subject.collection_id == cid, Subject.external_id > after)
+                 .order_by(Subject.external_id).limit(limit))
+            if without_prefix:
+                q = q.where(~Subject.external_id.startswith(without_prefix, autoescape=True))
+            return list(s.scalars(q))
+
+    def write_new_subjects(self, c: CollectionRef, items: Sequence[tuple[str, NewFace]], *, model_id: str,
+                           consent: Consent | None) -> tuple[list[FaceInfo], list[int], list[np.ndarray]]:
+        """One new subject per face, all in one transaction (the faces of one image indexed together)."""
+        infos, ids, vectors = [], [], []
+        with self.session() as s:
+            for subject_id, p in items:
+                subject = Subject(collection_id=c.id, external_id=subject_id, meta={}, **_consent_columns(consent))
+                s.add(subject)
+                s.flush()
+                row = Face(subject_id=subject.id, collection_id=c.id, template=self.cipher.pack(p.template),
+                           model_id=model_id, quality=p.quality, image_sha256=p.sha, box=p.box, crop=p.crop,
+                           image_size=p.image_size, external_image_id=p.external_image_id, **_face_ids(p))
+                s.add(row)
+                s.flush()
+                infos.append(_face_info(row))
+                ids.append(row.id)
+                vectors.append(p.template)
+            record_changes(s, c.id, ADD, ids)
+            if self.vector_writer is not None:
+                self.vector_writer(s, c.id, ids, vectors)
+            s.commit()
+        return infos, ids, vectors
+
+    def move_faces(self, c: CollectionRef, moves: dict[int, str], *, consent: Consent | None = None,
+                   drop_empty: Sequence[str] = ()) -> None:
+        """Give faces to other subjects (face id -> subject id; a new subject is created with ``consent``), in one
+        transaction; the subjects named in ``drop_empty`` are deleted when this leaves them without a face. The
+        templates do not change, so neither does the vector store: searches join faces with their subject in SQL."""
+        with self.session() as s:
+            for face_id, to_subject in moves.items():
+                target = _subject(s, c.id, to_subject)
+                if target is None:
+                    target = Subject(collection_id=c.id, external_id=to_subject, meta={},
+                                     **_consent_columns(consent))
+                    s.add(target)
+                    s.flush()
+                s.execute(update(Face).where(Face.collection_id == c.id, Face.id == int(face_id))
+                          .values(subject_id=target.id))
+            self._drop_if_empty(s, c.id, drop_empty)
+            s.commit()
+
+    def delete_faces(self, c: CollectionRef, face_ids: Sequence[int], *, drop_empty: Sequence[str] = ()) -> None:
+        """Erase faces in one transaction; the subjects named in ``drop_empty`` go too when left without a face."""
+        with self.session() as s:
+            s.execute(delete(Face).where(Face.collection_id == c.id, Face.id.in_([int(i) for i in face_ids])))
+            self._drop_if_empty(s, c.id, drop_empty)
+            record_changes(s, c.id, REMOVE, face_ids)
+            s.commit()
+
+    def rename_subject(self, c: CollectionRef, old: str, new: str) -> bool:
+        """Rename a subject; into an existing subject's name, its faces join that subject (merged, the old one
+        deleted). Returns whether it merged."""
+        with self.session() as s:
+            source = _subject(s, c.id, old)
+            if source is None:
+                raise NotFound(f"subject '{old}' not found in '{c.name}'", subject_id=old)
+            target = _subject(s, c.id, new)
+            if target is None:
+                source.external_id = new
+                s.commit()
+                return False
+            if target.id == source.id:
+                return False
+            s.execute(update(Face).where(Face.subject_id == source.id).values(subject_id=target.id))
+            s.delete(source)
+            s.commit()
+            return True
+
+    @staticmethod
+    def _drop_if_empty(s: Session, cid: int, subject_ids: Sequence[str]) -> None:
+        for ext in subject_ids:
+            subject = _subject(s, cid, ext)
+            if subject is not None and not s.scalar(select(func.count()).select_from(Face)
+                                                    .where(Face.subject_id == subject.id)):
+                s.execute(delete(Subject).where(Subject.id == subject.id))
+
+
+def _subject(s: Session, cid: int, external_id: str) -> Subject | None:
+    return s.scalar(select(Subject).where(Subject.collection_id == cid, Subject.external_id == external_id))
+
+
+def _consent_columns(consent: Consent | None) -> dict:
+    if consent is None:
+        return {}
+    return {"consent_basis": consent.basis, "consent_reference": consent.reference,
+            "consent_given_at": consent.given_at or utcnow(), "consent_expires_at": consent.expires_at}
+
+
+def _face_ids(p: NewFace) -> dict:
+    """The public ids a new face row takes from its ``NewFace`` (the rest come from the column defaults)."""
+    return {k: v for k, v in (("uuid", p.uuid), ("image_id", p.image_id)) if v is not None}
+
+
+def _face_info(f: Face, created: bool = True) -> FaceInfo:
+    return FaceInfo(f.id, f.image_sha256, f.box, f.quality, iso(f.enrolled_at), created, f.uuid, f.image_id,
+                    f.external_image_id, f.image_size)
+
+
+__all__ = ["FaceRow", "FaceRows"]
