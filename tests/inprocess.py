@@ -41,3 +41,31 @@ def in_process(app: FastAPI, *, lifespan: bool = True) -> Iterator[anyio.from_th
 
 def http_client(app: FastAPI, portal: anyio.from_thread.BlockingPortal, **kwargs) -> httpx.Client:
     return httpx.Client(base_url="http://testserver", transport=Bridge(app, portal), **kwargs)
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` behind a real HTTP server (uvicorn) on a free local port, in a thread of this process: for clients
+    that speak HTTP themselves (boto3, requests), with the app's objects still at hand. Yields its URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while not server.started:
+        if not thread.is_alive() or time.time() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from faceledger import __version__
 from faceledger.api import docs, errors
+from faceledger.api.compat import rekognition
 from faceledger.api.deps import record_pending_refusals
 from faceledger.api.routes import ROUTERS
 from faceledger.api.runtime import BodyLimit, HttpMetrics, InferencePool, RequestContext
@@ -102,4 +103,5 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
     docs.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(rekognition.router)  # POST /: Rekognition's JSON protocol
     return app

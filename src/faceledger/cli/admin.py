@@ -28,12 +28,21 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="The tenant whose collections the key reaches.")],
     scopes: Annotated[str, typer.Option(help="Comma-separated: detect,verify,identify,enroll,admin.")],
     purpose: Annotated[str, typer.Option(help="The declared purpose, e.g. 'building access control'.")],
+    collection: Annotated[Optional[str], typer.Option(
+        help="Bind the key to this one collection (CompreFace's clients: a key per recognition service).")] = None,
+    aws: Annotated[bool, typer.Option(
+        "--aws", help="An access key id and secret access key for AWS SDKs (Rekognition's API, SigV4).")] = False,
 ) -> None:
-    """Create an API key. The key is printed once; only its hash is stored."""
+    """Create an API key. The key is printed once; only its hash is stored (an AWS-style key's secret is kept
+    sealed under the credentials key, since SigV4 needs it to check signatures)."""
     with open_service() as service:
         key, info = service.create_key(local_actor(tenant), tenant,
-                                       [s.strip() for s in scopes.split(",") if s.strip()], purpose)
-        out({"api_key": key, **info})
+                                       [s.strip() for s in scopes.split(",") if s.strip()], purpose,
+                                       collection=collection, aws=aws)
+        if aws:
+            out({"aws_access_key_id": info["key_id"], "aws_secret_access_key": key, **info})
+        else:
+            out({"api_key": key, **info})
     console.print("[yellow]store this key now: it cannot be shown again[/yellow]")
 
 

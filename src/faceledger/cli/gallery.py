@@ -77,6 +77,20 @@ def collections_set(
                                       target_fmr=target_fmr).to_dict())
 
 
+@collections_app.command("attest")
+def collections_attest(
+    name: str,
+    basis: Annotated[str, typer.Option(help="The legal basis of enrolments, e.g. 'explicit-consent' or 'contract'.")],
+    reference: Annotated[Optional[str], typer.Option(
+        help="Where it is documented: the consent forms' register, a DPIA, a contract.")] = None,
+    tenant: TenantOpt = "default",
+) -> None:
+    """Attest the legal basis of enrolments made through APIs that carry no consent record (Rekognition's and
+    CompreFace's): each subject they enrol carries this basis and reference. Audited."""
+    with open_service() as service:
+        out(service.attest_consent(local_actor(tenant), name, basis, reference).to_dict())
+
+
 @collections_app.command("delete")
 def collections_delete(name: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
                        tenant: TenantOpt = "default") -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 from faceledger.config import Settings, get_settings
-from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NoFace, NotCalibrated, NotFound
+from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NotCalibrated, NotFound
 from faceledger.gallery.enrolment import check_consent, check_name, check_subject_id, enrolment_face
 from faceledger.gallery.face_rows import FaceRow
 from faceledger.gallery.records import (CollectionInfo, CollectionRef, Consent, ErasureReceipt, FaceInfo, NewFace,
@@ -237,8 +237,6 @@ class Gallery:
         check_consent(c.require_consent, c.name, None, consent, utcnow())
         bgr = self.engine.decode(image)
         analysis = self.engine.analyze(bgr)
-        if len(analysis) == 0:
-            raise NoFace("no face was found in the image")
         digest = hashlib.sha256(bgr.tobytes()).hexdigest()
         image_id, size = str(uuid.uuid4()), [int(bgr.shape[1]), int(bgr.shape[0])]
         chosen, skipped = [], []
