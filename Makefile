@@ -2,15 +2,23 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# CompreFace's own SDK, for its compatibility tests: in a venv of its own (it needs urllib3<2; faceledger does not)
+CF_VENV := .venv-compreface
+CF_STAMP := $(CF_VENV)/.installed
 
 .PHONY: setup serve test test-all bench lfw
-setup: $(STAMP)
+setup: $(STAMP) $(CF_STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+$(CF_STAMP): tests/compreface/requirements.txt
+	python3 -m venv $(CF_VENV)
+	$(CF_VENV)/bin/python -m pip install --quiet -r tests/compreface/requirements.txt
+	touch $(CF_STAMP)
 
 serve: setup
 	$(VENV)/bin/faceledger serve

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from faceledger import __version__
 from faceledger.api import docs, errors
-from faceledger.api.compat import rekognition
+from faceledger.api.compat import compreface, rekognition
 from faceledger.api.deps import record_pending_refusals
 from faceledger.api.routes import ROUTERS
 from faceledger.api.runtime import BodyLimit, HttpMetrics, InferencePool, RequestContext
@@ -104,4 +104,5 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(rekognition.router)  # POST /: Rekognition's JSON protocol
+    app.include_router(compreface.router)  # /api/v1/...: CompreFace's REST API
     return app

@@ -56,16 +56,22 @@ class FaceRows:
             return {f.id: FaceRow(ext, name, _face_info(f)) for f, ext, name in rows}
 
     def face_page(self, cid: int, *, subject_id: str | None = None, uuids: Sequence[str] | None = None,
-                  after: int = 0, limit: int = 1000) -> list[FaceRow]:
-        """The collection's faces in id order after face id ``after``; of one subject, or of some UUIDs."""
+                  after: int = 0, offset: int = 0, limit: int = 1000,
+                  without_prefix: str | None = None) -> list[FaceRow]:
+        """The collection's faces in id order after face id ``after`` (then skipping ``offset``); of one subject, of
+        some UUIDs, or of subjects whose id does not start with ``without_prefix``."""
         with self.session() as s:
             q = (select(Face, Subject.external_id, Subject.display_name).join(Subject)
-                 .where(Face.collection_id == cid, Face.id > after).order_by(Face.id).limit(limit))
-            if subject_id is not None:
-                q = q.where(Subject.external_id == subject_id)
+                 .where(Face.collection_id == cid, Face.id > after).order_by(Face.id).offset(offset).limit(limit))
+            q = _faces_of(q, subject_id, without_prefix)
             if uuids is not None:
                 q = q.where(Face.uuid.in_(list(uuids)))
             return [FaceRow(ext, name, _face_info(f)) for f, ext, name in s.execute(q).all()]
+
+    def count_faces(self, cid: int, *, subject_id: str | None = None, without_prefix: str | None = None) -> int:
+        with self.session() as s:
+            q = select(func.count()).select_from(Face).join(Subject).where(Face.collection_id == cid)
+            return s.scalar(_faces_of(q, subject_id, without_prefix)) or 0
 
     def face_template(self, cid: int, uuid: str) -> tuple[FaceRow, np.ndarray]:
         with self.session() as s:
@@ -168,6 +174,14 @@ class FaceRows:
             if subject is not None and not s.scalar(select(func.count()).select_from(Face)
                                                     .where(Face.subject_id == subject.id)):
                 s.execute(delete(Subject).where(Subject.id == subject.id))
+
+
+def _faces_of(q, subject_id: str | None, without_prefix: str | None):
+    if subject_id is not None:
+        q = q.where(Subject.external_id == subject_id)
+    if without_prefix:
+        q = q.where(~Subject.external_id.startswith(without_prefix, autoescape=True))
+    return q
 
 
 def _subject(s: Session, cid: int, external_id: str) -> Subject | None:

@@ -48,6 +48,7 @@ class ProbeResult:
     decision: str  # "match", "review" or "unknown"
     subject_id: str | None  # the matched subject when decision == "match"
     candidates: list[Candidate]
+    landmarks: list | None = None  # the five points, for front ends that draw or return them
 
     def to_dict(self) -> dict:
         return {"box": self.box, "quality": self.quality, "decision": self.decision, "subject_id": self.subject_id,
@@ -78,7 +79,8 @@ class IdentifyResult:
 
 def open_set(box: list[float], quality: dict, ranked: Sequence[tuple[str, str | None, float]],
              calibration: Calibration, policy: OpenSetPolicy, *, top_k: int | None = None,
-             unseen_bound: float | None = None, human_review: bool = False) -> ProbeResult:
+             unseen_bound: float | None = None, human_review: bool = False,
+             landmarks: list | None = None) -> ProbeResult:
     """The decision for one face from its ranked (subject id, name, similarity) candidates, best first.
 
     The decision looks at every subject in ``ranked`` (the second one matters however few are
@@ -95,4 +97,4 @@ def open_set(box: list[float], quality: dict, ranked: Sequence[tuple[str, str | 
         candidates.append(Candidate(subject_id, name, similarity, fmr, basis, fpir_at(upper, policy.gallery_faces),
                                     match))
     subject = ranked[0][0] if decision == MATCH else None
-    return ProbeResult(box, quality, decision, subject, candidates)
+    return ProbeResult(box, quality, decision, subject, candidates, landmarks)

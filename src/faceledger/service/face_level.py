@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceledger.errors import ConsentRequired, InvalidArgument, NoFace, NotFound
+from faceledger.errors import ConsentRequired, InvalidArgument, ManyFaces, NoFace, NotFound
 from faceledger.gallery.enrolment import check_subject_id
 from faceledger.gallery.face_rows import FaceRow
 from faceledger.gallery.gallery import IndexedFaces
@@ -132,11 +132,21 @@ class FaceLevelOperations:
         self.create_subject(actor, collection, subject_id, consent=self.attested_consent(c))
 
     def collection_faces(self, actor: Actor, collection: str, *, subject_id: str | None = None,
-                         uuids: Sequence[str] | None = None, after: int = 0, limit: int = 1000) -> list[FaceRow]:
-        """A page of the collection's faces (after face id ``after``), of one subject or some face UUIDs."""
+                         uuids: Sequence[str] | None = None, after: int = 0, offset: int = 0, limit: int = 1000,
+                         persons_only: bool = False) -> list[FaceRow]:
+        """A page of the collection's faces (after face id ``after``, then skipping ``offset``), of one subject, some
+        face UUIDs, or persons only."""
         self.reach(actor, "subjects.read", collection)
         c = self.gallery.collection(collection, actor.tenant)
-        return self.gallery.store.face_page(c.id, subject_id=subject_id, uuids=uuids, after=after, limit=limit)
+        return self.gallery.store.face_page(c.id, subject_id=subject_id, uuids=uuids, after=after, offset=offset,
+                                            limit=limit, without_prefix=FACE_SUBJECT if persons_only else None)
+
+    def count_faces(self, actor: Actor, collection: str, *, subject_id: str | None = None,
+                    persons_only: bool = False) -> int:
+        self.reach(actor, "subjects.read", collection)
+        c = self.gallery.collection(collection, actor.tenant)
+        return self.gallery.store.count_faces(c.id, subject_id=subject_id,
+                                              without_prefix=FACE_SUBJECT if persons_only else None)
 
     def persons(self, actor: Actor, collection: str, *, after: str = "", limit: int = 100) -> list[str]:
         """Subject ids of persons (faces of no person left out), in order after ``after``."""
@@ -298,14 +308,21 @@ class FaceLevelOperations:
                                                   + (f" at FPIR <= {max_rate:.3g}" if max_rate is not None else "")))
         return Search(probe, index, probe_face, n, hits)
 
-    def compare_faces(self, actor: Actor, source: ImageInput, target: ImageInput) -> Comparison:
-        """The largest face of ``source`` against every face of ``target``: similarity and per-comparison FMR each."""
+    def compare_faces(self, actor: Actor, source: ImageInput, target: ImageInput, *, one_source_face: bool = False,
+                      target_face_required: bool = False) -> Comparison:
+        """The largest face of ``source`` against every face of ``target``: similarity and per-comparison FMR each.
+        ``one_source_face``: a source with several faces is refused (MANY_FACES); ``target_face_required``: a
+        target without a face is refused (NO_FACE)."""
         with self._operation("compare", actor):
             self.authorize(actor, "compare")
             a = self.engine.analyze(source)
             if not len(a):
                 raise NoFace("no face was found in the source image")
+            if one_source_face and len(a) > 1:
+                raise ManyFaces(f"the source image has {len(a)} faces; it must show one", faces=len(a))
             b = self.engine.analyze(target)
+            if target_face_required and not len(b):
+                raise NoFace("no face was found in the target image")
             matches = []
             if len(b):
                 for score in (b.templates @ a.templates[0]).tolist():
@@ -314,6 +331,25 @@ class FaceLevelOperations:
             self._done(ev.FacesCompared(actor, scores=tuple(m[0] for m in matches), faces=1 + len(b),
                                         decision=f"{len(b)} target faces compared"))
         return Comparison(a, 0, b, matches)
+
+    def compare_with_face(self, actor: Actor, collection: str, face_uuid: str, image: ImageInput) -> tuple[
+            FaceRow, FaceAnalysis, list[tuple[float, float, str]]]:
+        """1:1 of every face of an image against one enrolled face: (that face, the image's analysis, per face
+        (similarity, FMR upper bound, basis)). NO_FACE for an image without a face."""
+        with self._operation("verify", actor, collection):
+            self.authorize(actor, "verify")
+            c = self.gallery.collection(collection, actor.tenant, for_search=True)
+            row, template = self.gallery.store.face_template(c.id, face_uuid)
+            a = self.engine.analyze(image)
+            if not len(a):
+                raise NoFace("no face was found in the image")
+            matches = []
+            for score in (a.templates @ template).tolist():
+                _, upper, basis = self.calibration.fmr_detail(score)
+                matches.append((score, upper, basis))
+            self._done(ev.SubjectVerified(actor, collection, (row.subject_id,), tuple(m[0] for m in matches),
+                                          decision=f"{len(a)} faces compared with face {face_uuid}", faces=len(a)))
+        return row, a, matches
 
 
 def _consent_of(record: dict | None) -> Consent | None:

@@ -292,18 +292,24 @@ class Faceledger(FaceLevelOperations):
 
     # ------------------------------------------------------------------ search
     def identify(self, actor: Actor, collection: str, image: ImageInput, *, top_k: int = 5,
-                 target_fpir: float | None = None) -> IdentifyResult:
+                 target_fpir: float | None = None, max_faces: int | None = None) -> IdentifyResult:
         """1:N for every face of the probe (largest first): top-k subjects and an open-set decision.
 
         The decision follows the collection's target FPIR (or ``target_fpir`` for this search: stricter,
         or looser with the admin scope) at the gallery's current size: match, review or unknown. The tenant's
         guardrails apply: per-key rate and hourly quota, faces searched per image, and human
-        review (candidates only, decision "review").
+        review (candidates only, decision "review"). ``max_faces``: search only that many faces, the largest.
         """
+        if max_faces is not None and max_faces < 1:
+            raise InvalidArgument("max_faces is at least 1")
+
         def faces():
             analysis = self.engine.analyze(image)
-            return (analysis.templates, [[round(float(v), 1) for v in b] for b in analysis.detections.boxes],
-                    [q.to_dict() for q in analysis.quality])
+            keep = slice(0, max_faces)
+            return (None if analysis.templates is None else analysis.templates[keep],
+                    [[round(float(v), 1) for v in b] for b in analysis.detections.boxes][keep],
+                    [q.to_dict() for q in analysis.quality][keep],
+                    [[[round(float(v), 1) for v in p] for p in pts] for pts in analysis.detections.landmarks][keep])
 
         return self._identify(actor, collection, top_k, target_fpir, faces)
 
@@ -312,12 +318,12 @@ class Faceledger(FaceLevelOperations):
         """1:N for one face already found and embedded by this engine (a video track's best face): the same
         decision, guardrails and audit record as ``identify``. A stream's identifications are limited by the
         stream's own budget (``count_key_limits=False``), not by its creator key's request rate."""
-        face = (np.asarray(template, np.float32)[None], [list(box)], [quality])
+        face = (np.asarray(template, np.float32)[None], [list(box)], [quality], [None])
         return self._identify(actor, collection, top_k, None, lambda: face, count_key_limits=count_key_limits)
 
     def _identify(self, actor: Actor, collection: str, top_k: int, target_fpir: float | None, faces, *,
                   count_key_limits: bool = True) -> IdentifyResult:
-        """The one 1:N decision: ``faces()`` gives (templates, boxes, quality dicts) of the faces to search, called
+        """The one 1:N decision: ``faces()`` gives (templates, boxes, quality dicts, landmarks) of the faces to search, called
         after the scope, policy and limit checks so that a refused search does no inference."""
         with self._operation("identify", actor, collection):
             self.authorize(actor, "identify")
@@ -330,13 +336,14 @@ class Faceledger(FaceLevelOperations):
                 raise Forbidden(f"a search may be stricter than the collection's policy (target FPIR "
                                 f"{c.target_fpir:g}), not looser, without the admin scope", fpir=target_fpir)
             policy = self._search_limits(actor, count_key_limits)
-            templates, boxes, qualities = faces()
+            templates, boxes, qualities, landmarks = faces()
             n = min(len(boxes), policy.max_faces_per_search or self.settings.max_faces)
             found = self.gallery.search_for_decision(c, templates[:n], top_k) if n else []
             # counted after the search: SQL is written first, so every face the search could return is counted
             open_policy = self.gallery.open_set_policy(c, target_fpir)
             faces = [open_set(boxes[i], qualities[i], found[i][0], self.calibration, open_policy,
-                              top_k=top_k, unseen_bound=found[i][1], human_review=policy.human_review)
+                              top_k=top_k, unseen_bound=found[i][1], human_review=policy.human_review,
+                              landmarks=landmarks[i])
                      for i in range(n)]
             result = IdentifyResult(collection, self.engine.model_id, open_policy, faces, policy.human_review)
             self._done(ev.FaceIdentified(actor, collection,
