@@ -102,6 +102,14 @@ class KeyStore:
             s.commit()
             return (secret if aws else f"fl_{key_id}_{secret}"), self._describe(row)
 
+    def principal(self, key_id: str) -> Principal:
+        """The principal of a key by its id (a console session re-checks its key on every request)."""
+        with self.session() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None:
+                raise Unauthorized("the key of this session was revoked", key_id=key_id, reason="revoked")
+            return self._principal(row)
+
     def aws_secret(self, access_key_id: str) -> tuple[Principal, str]:
         """The principal of an AWS-style key and its secret (to check a signature with). Unauthorized for an
         unknown, revoked or bearer key."""

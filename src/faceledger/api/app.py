@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from faceledger import __version__
 from faceledger.api import docs, errors
+from faceledger.api import console
 from faceledger.api.compat import compreface, rekognition
 from faceledger.api.deps import record_pending_refusals
 from faceledger.api.routes import ROUTERS
@@ -105,4 +106,6 @@ def create_app(settings: Settings | None = None, faceledger: Faceledger | None =
         app.include_router(router)
     app.include_router(rekognition.router)  # POST /: Rekognition's JSON protocol
     app.include_router(compreface.router)  # /api/v1/...: CompreFace's REST API
+    app.mount("/console/static", console.static, name="console-static")  # htmx, the stylesheet, the webcam script
+    app.include_router(console.router)  # /console: the web console
     return app

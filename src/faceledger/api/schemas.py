@@ -167,6 +167,9 @@ class CollectionOut(BaseModel):
     created_at: str | None
     subjects: int
     faces: int
+    consent_attestation: dict[str, Any] | None = Field(
+        None, description="The legal basis an admin attested for enrolments through APIs without consent records "
+                          "(Rekognition's, CompreFace's): basis, reference, attested_at, attested_by.")
 
 
 class EnrolledFace(BaseModel):
@@ -176,6 +179,7 @@ class EnrolledFace(BaseModel):
     quality: dict[str, Any]
     enrolled_at: str | None
     created: bool
+    uuid: str | None = Field(None, description="The face's public id (Rekognition's FaceId, CompreFace's image_id).")
 
 
 class SubjectCreate(BaseModel):

@@ -143,8 +143,9 @@ class Gallery:
 
     # ------------------------------------------------------------------ subjects
     def list_subjects(self, collection: str, *, tenant: str = "default", limit: int = 100,
-                      offset: int = 0) -> list[SubjectInfo]:
-        return self.store.list_subjects(self.collection(collection, tenant).id, limit=limit, offset=offset)
+                      offset: int = 0, search: str | None = None) -> list[SubjectInfo]:
+        return self.store.list_subjects(self.collection(collection, tenant).id, limit=limit, offset=offset,
+                                        search=search)
 
     def get_subject(self, collection: str, subject_id: str, *, tenant: str = "default") -> SubjectInfo:
         return self.store.get_subject(self.collection(collection, tenant), subject_id)

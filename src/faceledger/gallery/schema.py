@@ -274,3 +274,15 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class ConsoleSession(Base):
+    """A browser signed in to the web console with an API key (the cookie's SHA-256 is the key of the row)."""
+
+    __tablename__ = "console_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -196,10 +196,14 @@ class SqlStore(FaceRows):
         return cid, subjects, face_ids
 
     # ------------------------------------------------------------------ subjects
-    def list_subjects(self, cid: int, *, limit: int, offset: int) -> list[SubjectInfo]:
+    def list_subjects(self, cid: int, *, limit: int, offset: int, search: str | None = None) -> list[SubjectInfo]:
+        """A page of subjects by id; ``search``: those whose id or display name contains it (case-insensitive)."""
         with self.session() as s:
-            rows = s.scalars(select(Subject).where(Subject.collection_id == cid).order_by(Subject.external_id)
-                             .limit(limit).offset(offset)).all()
+            q = select(Subject).where(Subject.collection_id == cid)
+            if search:
+                q = q.where(Subject.external_id.icontains(search, autoescape=True)
+                            | Subject.display_name.icontains(search, autoescape=True))
+            rows = s.scalars(q.order_by(Subject.external_id).limit(limit).offset(offset)).all()
             return [self._subject_info(s, r, faces=False) for r in rows]
 
     def get_subject(self, c: CollectionRef, subject_id: str) -> SubjectInfo:

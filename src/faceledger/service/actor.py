@@ -46,6 +46,9 @@ class Actor:
         if not any(self.has(s) for s in scopes):
             raise Forbidden(f"this key lacks the '{scopes[0]}' scope", scope=scopes[0], key_id=self.key_id)
 
+    def may_see(self, collection: str | None) -> bool:
+        return self.collection is None or collection == self.collection
+
     def check_collection(self, collection: str | None) -> None:
         """Refuse a collection other than the one the key is bound to."""
         if self.collection is not None and collection is not None and collection != self.collection:

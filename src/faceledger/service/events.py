@@ -176,6 +176,23 @@ class SubjectRenamed(Event):
 
 
 @dataclass(frozen=True)
+class SessionOpened(Event):
+    operation: ClassVar[str] = "console.sign_in"
+
+
+@dataclass(frozen=True)
+class SessionClosed(Event):
+    operation: ClassVar[str] = "console.sign_out"
+
+
+@dataclass(frozen=True)
+class ReviewDecided(Event):
+    """A person's verdict on an identification sent to review (the actor's reference names its audit record)."""
+
+    operation: ClassVar[str] = "review.decide"
+
+
+@dataclass(frozen=True)
 class OperationRefused(Event):
     """An operation refused (bad input, no access, no face, ...) or failed: ``code`` says why."""
 

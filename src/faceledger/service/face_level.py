@@ -41,6 +41,13 @@ def is_person(subject_id: str) -> bool:
     return not subject_id.startswith(FACE_SUBJECT)
 
 
+def check_person(subject_id: str) -> None:
+    """A person's id through these front ends may not look like a face's own subject."""
+    if isinstance(subject_id, str) and subject_id.startswith(FACE_SUBJECT):
+        raise InvalidArgument(f"a person's id may not start with '{FACE_SUBJECT}' (the subjects of faces of no "
+                              "person)", field="subject")
+
+
 @dataclass(frozen=True)
 class Hit:
     """A face or a person found by a search: its best similarity and the chance a stranger scores as high (``rate``:
@@ -119,15 +126,19 @@ class FaceLevelOperations:
         return done
 
     def add_face(self, actor: Actor, collection: str, subject_id: str, image: ImageInput) -> FaceRow:
-        """Enrol the one face of an image for a person (created if new) with the collection's attested consent."""
-        c = self.gallery.collection(collection, actor.tenant)
+        """Enrol the one face of an image for a person: a new person carries the collection's attested consent, an
+        existing one keeps their own consent record (which must still be valid)."""
         actor.check_collection(collection)
-        info = self.enroll(actor, collection, subject_id, [image], consent=self.attested_consent(c))
+        check_person(subject_id)
+        c = self.gallery.collection(collection, actor.tenant)
+        known = self.gallery.subject_exists(collection, subject_id, tenant=actor.tenant)
+        info = self.enroll(actor, collection, subject_id, [image], consent=None if known else self.attested_consent(c))
         return FaceRow(info.subject_id, info.display_name, info.faces[-1])
 
     def create_person(self, actor: Actor, collection: str, subject_id: str) -> None:
         """A person without faces yet, with the collection's attested consent."""
         actor.check_collection(collection)
+        check_person(subject_id)
         c = self.gallery.collection(collection, actor.tenant)
         self.create_subject(actor, collection, subject_id, consent=self.attested_consent(c))
 
@@ -249,6 +260,7 @@ class FaceLevelOperations:
         with self._operation("subject.rename", actor, collection, [subject_id, new_id]):
             self.authorize(actor, "subject.rename")
             check_subject_id(new_id)
+            check_person(new_id)
             c = self.gallery.collection(collection, actor.tenant)
             merged = self.gallery.store.rename_subject(c, subject_id, new_id)
             self._done(ev.SubjectRenamed(actor, collection, (subject_id, new_id),

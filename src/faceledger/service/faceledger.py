@@ -18,6 +18,7 @@ import numpy as np
 
 from faceledger.access import sigv4
 from faceledger.access.keys import KeyStore, credentials_key
+from faceledger.access.sessions import SessionStore
 from faceledger.audit.log import AuditLog, Verification
 from faceledger.config import Settings, get_settings
 from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, NotFound
@@ -43,6 +44,7 @@ from faceledger.service import events as ev
 from faceledger.service.actor import Actor
 from faceledger.service.consent import checked, instant
 from faceledger.service.face_level import FaceLevelOperations
+from faceledger.service.oversight import OversightOperations
 from faceledger.service.guardrails import HourlyQuota, MetadataLimits, RateLimiter
 from faceledger.service.subscribers import ServiceMetrics, subscribe_defaults
 
@@ -59,11 +61,11 @@ OPERATION_SCOPES: dict[str, tuple[str, ...]] = {
     "streams.read": ("admin", "identify", "detect"), "video.create": ("identify", "detect"),
     "webhooks.read": ("admin",), "webhooks.replay": ("admin",),
     "collection.attest": ("admin",), "faces.associate": ("enroll",), "faces.disassociate": ("enroll",),
-    "subject.rename": ("enroll",),
+    "subject.rename": ("enroll",), "review.read": ("admin", "identify"), "review.decide": ("admin", "identify"),
 }
 
 
-class Faceledger(FaceLevelOperations):
+class Faceledger(FaceLevelOperations, OversightOperations):
     def __init__(self, settings: Settings | None = None, engine: FaceEngine | None = None, *,
                  metrics: ServiceMetrics | None = None) -> None:
         self.settings = settings or get_settings()
@@ -71,6 +73,7 @@ class Faceledger(FaceLevelOperations):
         self.gallery = Gallery(self.settings, self.engine)
         self.keys = KeyStore(self.gallery.store.session,
                              credentials_key(self.settings.credentials_key, self.settings.home))
+        self.sessions = SessionStore(self.gallery.store.session, self.keys)
         self.audit = AuditLog.from_settings(self.settings, self.gallery.store.session)
         self.metrics = metrics or ServiceMetrics()
         self.events = ev.EventBus()
@@ -245,9 +248,10 @@ class Faceledger(FaceLevelOperations):
             self._done(ev.SubjectCreated(actor, collection, (subject_id,)))
         return info
 
-    def list_subjects(self, actor: Actor, collection: str, *, limit: int = 100, offset: int = 0) -> list[SubjectInfo]:
+    def list_subjects(self, actor: Actor, collection: str, *, limit: int = 100, offset: int = 0,
+                      search: str | None = None) -> list[SubjectInfo]:
         self.reach(actor, "subjects.read", collection)
-        return self.gallery.list_subjects(collection, tenant=actor.tenant, limit=limit, offset=offset)
+        return self.gallery.list_subjects(collection, tenant=actor.tenant, limit=limit, offset=offset, search=search)
 
     def get_subject(self, actor: Actor, collection: str, subject_id: str) -> SubjectInfo:
         """A subject with its faces (never templates)."""
