@@ -4,11 +4,13 @@ the same audit record as the API (client "console")."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image, ImageOps
 
 from faceledger.api.console.web import COOKIE, HERE, Console, page, redirect, secure, set_session, templates
 from faceledger.api.deps import get_faceledger, in_thread
@@ -178,9 +180,10 @@ async def try_run(c: Console) -> Response:
     elif action == "identify":
         name = await c.field("collection")
         found = await c.infer(c.faceledger.identify, c.actor, name, images[0])
-        result.update(identified=found.to_dict(), collection=name)
-        result["analysis"] = {"width": None, "faces": [{"box": f.box, "landmarks": f.landmarks}
-                                                       for f in found.faces]}
+        identified = found.to_dict()
+        for face, probe in zip(identified["faces"], found.faces):
+            face["landmarks"] = probe.landmarks  # drawn with the box
+        result.update(identified=identified, collection=name)
     elif action == "compare":
         second = await c.files("image_b")
         if not second:
@@ -189,11 +192,8 @@ async def try_run(c: Console) -> Response:
         result["image_b"] = _data_url(second[0])
     else:
         raise InvalidArgument("choose detect, identify or compare")
-    from PIL import Image
-    import io
-
     with Image.open(io.BytesIO(images[0])) as im:
-        result["size"] = im.size
+        result["size"] = ImageOps.exif_transpose(im).size  # as the engine saw it
     return c.render("try.html", collections=collections, result=result)
 
 
