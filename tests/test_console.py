@@ -290,3 +290,45 @@ def test_a_revoked_key_ends_its_sessions(site):
     assert http.get("/console/collections").status_code == 200
     fl.revoke_key(Actor.local(), info["key_id"])
     assert http.get("/console/collections").headers["location"].endswith("/console/sign-in")
+
+
+def test_webcam_capture_fills_the_enrolment_form(site, browser, axe_source):
+    """Chromium's fake camera stands in for a webcam: the captured frame becomes a file of the enrolment form."""
+    v = Visit(browser, site, axe_source)
+    site["fl"].create_collection(Actor.local("acme"), "webcam", require_consent=False)
+    v.context.grant_permissions(["camera"], origin=site["url"])
+    v.sign_in()
+    v.go("/console/collections/webcam")
+    v.page.click("button:text('Use the webcam')")
+    v.page.wait_for_selector("[data-webcam-capture]:not([hidden])")
+    v.page.wait_for_function("document.querySelector('[data-webcam-video]').videoWidth > 0")
+    v.page.click("button:text('Take the photo')")
+    v.page.wait_for_function("document.getElementById('images').files.length === 1")
+    assert v.page.evaluate("document.getElementById('images').files[0].type") == "image/jpeg"
+    v.context.close()
+
+
+def test_the_review_queue(site, people):
+    """Under the tenant's human-review rule every identification waits for a person: the console lists it, a
+    reviewer accepts a candidate (audited with a reference to the identification), and the queue empties."""
+    fl = site["fl"]
+    key, _ = fl.create_key(Actor.local(), "initech", ["admin"], "initech reviewers")
+    site["keys"]["initech"] = key
+    local = Actor.local("initech")
+    fl.create_collection(local, "doors", require_consent=False)
+    fl.enroll(local, "doors", "amy", [people / "bbt" / "amy" / "amy1.png"])
+    fl.set_tenant_policy(Actor.local(), "initech", human_review=True)
+    fl.identify(local, "doors", people / "bbt" / "amy" / "amy3.png")
+    seq = fl.audit.query(limit=100000)[-1]["seq"]
+    http, csrf = signed_in(site, "initech")
+    page = http.get("/console/reviews")
+    assert f"Identification #{seq}" in page.text and "amy" in page.text
+    assert http.post(f"/console/reviews/{seq}", data={"verdict": "accept", "subject_id": "amy"}).status_code == 403
+    r = http.post(f"/console/reviews/{seq}", data={"verdict": "accept", "subject_id": "amy", "csrf": csrf})
+    assert r.status_code == 303
+    verdict = fl.audit.query(limit=100000)[-1]
+    assert (verdict["operation"], verdict["reference"], verdict["decision"], verdict["subject_ids"]) == (
+        "review.decide", f"audit:{seq}", "accepted: amy", ["amy"])
+    assert f"Identification #{seq}" not in http.get("/console/reviews").text
+    again = http.post(f"/console/reviews/{seq}", data={"verdict": "reject", "csrf": csrf})
+    assert again.status_code == 409  # decided once
