@@ -6,8 +6,10 @@ erasure; no request leaves the host. And the security rules: cookie flags, CSRF,
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import io
+import json
 import os
 import re
 import tarfile
@@ -332,3 +334,43 @@ def test_the_review_queue(site, people):
     assert f"Identification #{seq}" not in http.get("/console/reviews").text
     again = http.post(f"/console/reviews/{seq}", data={"verdict": "reject", "csrf": csrf})
     assert again.status_code == 409  # decided once
+
+
+def test_keys_audit_export_collection_deletion_and_expiry(site):
+    fl = site["fl"]
+    http, csrf = signed_in(site, "acme")
+    r = http.post("/console/keys", data={"csrf": csrf, "scopes": ["identify", "detect"], "purpose": "lobby kiosk"})
+    shown = re.search(r'id="new-key" readonly value="(fl_[^"]+)"', r.text).group(1)
+    assert fl.authenticate(shown).purpose == "lobby kiosk"
+    assert shown not in http.get("/console/keys").text  # shown once
+    key_id = shown.split("_")[1]
+    assert http.post(f"/console/keys/{key_id}/revoke", data={"csrf": csrf}).status_code == 303
+    with pytest.raises(Exception):
+        fl.authenticate(shown)
+
+    http.post("/console/collections", data={"name": "short-lived", "csrf": csrf, "require_consent": "on"})
+    wrong = http.post("/console/collections/short-lived/delete", data={"csrf": csrf, "confirm": "nope"})
+    assert wrong.status_code == 422 and "short-lived" in [c.name for c in fl.list_collections(Actor.local("acme"))]
+    gone = http.post("/console/collections/short-lived/delete", data={"csrf": csrf, "confirm": "short-lived"})
+    assert gone.status_code == 200 and "Erasure receipt" in gone.text
+
+    export = http.get("/console/audit/export?format=jsonl")
+    assert export.status_code == 200 and "attachment" in export.headers["content-disposition"]
+    lines = [json.loads(x) for x in export.text.splitlines()]
+    assert lines and {x["tenant"] for x in lines} == {"acme"}
+    assert any(x["operation"] == "collection.delete" and x["collection"] == "short-lived" for x in lines)
+    found = http.get("/console/audit", params={"operation": "key.revoke"})
+    assert key_id in found.text
+
+    saved = fl.sessions.lifetime
+    fl.sessions.lifetime = dt.timedelta(seconds=-1)  # a session that has already expired
+    try:
+        expired, _ = signed_in_raw(site, "acme")
+        assert expired.get("/console/").headers["location"].endswith("/console/sign-in")
+    finally:
+        fl.sessions.lifetime = saved
+
+
+def signed_in_raw(site, tenant: str) -> tuple[httpx.Client, httpx.Response]:
+    http = httpx.Client(base_url=site["url"], follow_redirects=False)
+    return http, http.post("/console/sign-in", data={"api_key": site["keys"][tenant]})
