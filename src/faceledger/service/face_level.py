@@ -270,7 +270,7 @@ class FaceLevelOperations:
     # ------------------------------------------------------------------ search and compare
     def search(self, actor: Actor, collection: str, *, image: ImageInput | None = None, face_uuid: str | None = None,
                subject_id: str | None = None, top_k: int = 100, max_rate: float | None = None,
-               by_person: bool = False) -> Search:
+               by_person: bool = False, quality_filter: bool = False) -> Search:
         """1:N by the largest face of an image, a stored face or a person's faces: the best faces (or persons, with
         ``by_person``), each with the chance that a search for a stranger scores as high in this gallery (FPIR at
         its size); ``max_rate`` keeps only those at or below it. The guardrails and audit record of ``identify``."""
@@ -293,6 +293,7 @@ class FaceLevelOperations:
                 probe = self.engine.analyze(image)
                 if not len(probe):
                     raise NoFace("no face was found in the image")
+                _check_quality(probe, 0, quality_filter)
                 index, templates = 0, probe.templates[:1]
             fetch = min(MAX_SEARCH, top_k * 4 + 1 if by_person else top_k + 1)
             found = self.gallery.search_faces(c, templates, fetch)
@@ -321,10 +322,11 @@ class FaceLevelOperations:
         return Search(probe, index, probe_face, n, hits)
 
     def compare_faces(self, actor: Actor, source: ImageInput, target: ImageInput, *, one_source_face: bool = False,
-                      target_face_required: bool = False) -> Comparison:
+                      target_face_required: bool = False, quality_filter: bool = False) -> Comparison:
         """The largest face of ``source`` against every face of ``target``: similarity and per-comparison FMR each.
         ``one_source_face``: a source with several faces is refused (MANY_FACES); ``target_face_required``: a
-        target without a face is refused (NO_FACE)."""
+        target without a face is refused (NO_FACE); ``quality_filter``: a source face failing the quality limits is
+        refused."""
         with self._operation("compare", actor):
             self.authorize(actor, "compare")
             a = self.engine.analyze(source)
@@ -332,6 +334,7 @@ class FaceLevelOperations:
                 raise NoFace("no face was found in the source image")
             if one_source_face and len(a) > 1:
                 raise ManyFaces(f"the source image has {len(a)} faces; it must show one", faces=len(a))
+            _check_quality(a, 0, quality_filter)
             b = self.engine.analyze(target)
             if target_face_required and not len(b):
                 raise NoFace("no face was found in the target image")
@@ -362,6 +365,13 @@ class FaceLevelOperations:
             self._done(ev.SubjectVerified(actor, collection, (row.subject_id,), tuple(m[0] for m in matches),
                                           decision=f"{len(a)} faces compared with face {face_uuid}", faces=len(a)))
         return row, a, matches
+
+
+def _check_quality(analysis: FaceAnalysis, i: int, required: bool) -> None:
+    """With ``required``, refuse (INVALID_ARGUMENT) a face that fails the quality limits, before it is searched."""
+    q = analysis.quality[i]
+    if required and not q.passed:
+        raise InvalidArgument("the face fails the quality limits", reasons=[r.value for r in q.reasons])
 
 
 def _consent_of(record: dict | None) -> Consent | None:

@@ -187,11 +187,18 @@ def _sim(rate: float) -> float:
 
 
 def _face(analysis, i: int, options: dict, started: float | None = None) -> dict:
-    x1, y1, x2, y2 = (int(round(float(v))) for v in analysis.detections.boxes[i])
-    out: dict[str, Any] = {"box": {"probability": round(float(analysis.detections.scores[i]), 5),
-                                   "x_max": x2, "y_max": y2, "x_min": x1, "y_min": y1}}
-    if options["landmarks"]:
-        out["landmarks"] = [[int(round(float(x))), int(round(float(y)))] for x, y in analysis.detections.landmarks[i]]
+    return _shown(analysis.detections.boxes[i], float(analysis.detections.scores[i]),
+                  analysis.detections.landmarks[i], options, started)
+
+
+def _shown(box, probability: float, landmarks, options: dict, started: float | None) -> dict:
+    """A face as CompreFace shows it: its box (pixels) with the detector's probability; the landmarks plugin's
+    five points; the time so far with ``status``."""
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    out: dict[str, Any] = {"box": {"probability": round(probability, 5), "x_max": x2, "y_max": y2, "x_min": x1,
+                                   "y_min": y1}}
+    if options["landmarks"] and landmarks is not None:
+        out["landmarks"] = [[int(round(float(x))), int(round(float(y)))] for x, y in landmarks]
     if options["status"] and started is not None:
         out["execution_time"] = {"total": round((time.perf_counter() - started) * 1000.0, 1)}
     return out
@@ -377,16 +384,9 @@ async def recognize(request: Request) -> JSONResponse:
             if options["det_prob_threshold"] is not None and f.quality.get("confidence", 1.0) < \
                     options["det_prob_threshold"]:
                 continue
-            x1, y1, x2, y2 = (int(round(v)) for v in f.box)
-            face: dict[str, Any] = {"box": {"probability": round(float(f.quality.get("confidence", 0.0)), 5),
-                                            "x_max": x2, "y_max": y2, "x_min": x1, "y_min": y1}}
             persons = [c for c in f.candidates if is_person(c.subject_id)][:options["prediction_count"]]
-            face["subjects"] = [{"subject": c.subject_id, "similarity": _sim(c.fpir)} for c in persons]
-            if options["landmarks"] and f.landmarks is not None:
-                face["landmarks"] = [[int(round(x)), int(round(y))] for x, y in f.landmarks]
-            if options["status"]:
-                face["execution_time"] = {"total": round((time.perf_counter() - started) * 1000.0, 1)}
-            out.append(face)
+            out.append({**_shown(f.box, float(f.quality.get("confidence", 0.0)), f.landmarks, options, started),
+                        "subjects": [{"subject": c.subject_id, "similarity": _sim(c.fpir)} for c in persons]})
         return {"result": out, **_versions(op, options)}
     return await _run(request, "recognition", "identify", run, collection_needed=True)
 

@@ -304,6 +304,19 @@ def _matches(search, threshold: float, model: str) -> list[dict]:
             for h in search.hits if shape.percent(h.rate) >= threshold]
 
 
+async def _by_image(op: Operation, p: dict, threshold_field: str, most_field: str, default: int, most: int, *,
+                    by_person: bool):
+    """A search by the largest face of an image: (the search, the similarity threshold). A QualityFilter other than
+    NONE refuses (before searching) a largest face that fails the quality limits."""
+    name = _id(p, "CollectionId")
+    threshold = _percent(p, threshold_field, DEFAULT_THRESHOLD)
+    top = _int(p, most_field, default, 1, most)
+    strict = _quality_filter(p, "NONE") != "NONE"
+    found = await op.run(op.faceledger.search, op.actor, name, image=_image(p), top_k=top,
+                         max_rate=similarity.rate(threshold), by_person=by_person, quality_filter=strict)
+    return found, threshold
+
+
 @operation("SearchFaces", "identify")
 async def search_faces(op: Operation, p: dict) -> dict:
     name, face_id = _id(p, "CollectionId"), _id(p, "FaceId")
@@ -317,15 +330,8 @@ async def search_faces(op: Operation, p: dict) -> dict:
 
 @operation("SearchFacesByImage", "identify")
 async def search_faces_by_image(op: Operation, p: dict) -> dict:
-    name = _id(p, "CollectionId")
-    threshold = _percent(p, "FaceMatchThreshold", DEFAULT_THRESHOLD)
-    top = _int(p, "MaxFaces", 100, 1, 4096)
-    strict = _quality_filter(p, "NONE") != "NONE"
-    found = await op.run(op.faceledger.search, op.actor, name, image=_image(p), top_k=top,
-                         max_rate=similarity.rate(threshold))
+    found, threshold = await _by_image(op, p, "FaceMatchThreshold", "MaxFaces", 100, 4096, by_person=False)
     a, i = found.probe, found.probe_index
-    if strict and not a.quality[i].passed:
-        raise InvalidArgument("the largest face fails the quality filter", reasons=[r.value for r in a.quality[i].reasons])
     detail = shape.face_detail(a, i)
     return {"SearchedFaceBoundingBox": detail["BoundingBox"], "SearchedFaceConfidence": detail["Confidence"],
             "FaceMatches": _matches(found, threshold, _model(op)), "FaceModelVersion": _model(op)}
@@ -336,10 +342,8 @@ async def compare_faces(op: Operation, p: dict) -> dict:
     threshold = _percent(p, "SimilarityThreshold", DEFAULT_THRESHOLD)
     strict = _quality_filter(p, "NONE") != "NONE"
     source, target = _image(p, "SourceImage"), _image(p, "TargetImage")
-    result = await op.run(op.faceledger.compare_faces, op.actor, source, target)
+    result = await op.run(op.faceledger.compare_faces, op.actor, source, target, quality_filter=strict)
     a, b = result.source, result.target
-    if strict and not a.quality[result.source_index].passed:
-        raise InvalidArgument("the source image's face fails the quality filter")
     matches, unmatched = [], []
     for j, (_, upper, _) in enumerate(result.matches):
         if strict and not b.quality[j].passed:
@@ -446,15 +450,8 @@ async def search_users(op: Operation, p: dict) -> dict:
 
 @operation("SearchUsersByImage", "identify")
 async def search_users_by_image(op: Operation, p: dict) -> dict:
-    name = _id(p, "CollectionId")
-    threshold = _percent(p, "UserMatchThreshold", DEFAULT_THRESHOLD)
-    top = _int(p, "MaxUsers", 10, 1, 500)
-    strict = _quality_filter(p, "NONE") != "NONE"
-    found = await op.run(op.faceledger.search, op.actor, name, image=_image(p), top_k=top,
-                         max_rate=similarity.rate(threshold), by_person=True)
+    found, threshold = await _by_image(op, p, "UserMatchThreshold", "MaxUsers", 10, 500, by_person=True)
     a, i = found.probe, found.probe_index
-    if strict and not a.quality[i].passed:
-        raise InvalidArgument("the largest face fails the quality filter")
     return {"UserMatches": _user_matches(found, threshold), "FaceModelVersion": _model(op),
             "SearchedFace": {"FaceDetail": shape.face_detail(a, i)},
             "UnsearchedFaces": [{"FaceDetails": shape.face_detail(a, j), "Reasons": ["FACE_NOT_LARGEST"]}
