@@ -19,11 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("faces") as batch:
-        batch.add_column(sa.Column("uuid", sa.String(36), nullable=True))
-        batch.add_column(sa.Column("image_id", sa.String(36), nullable=True))
-        batch.add_column(sa.Column("external_image_id", sa.String(255), nullable=True))
-        batch.add_column(sa.Column("image_size", sa.JSON, nullable=True))
+    # native ALTER TABLE ... ADD COLUMN only: a batch "move and copy" of faces would lose its AUTOINCREMENT (face ids
+    # must never be reused) and, with foreign keys on, dropping a parent table cascades to its subjects and faces
+    for column in (sa.Column("uuid", sa.String(36), nullable=True), sa.Column("image_id", sa.String(36), nullable=True),
+                   sa.Column("external_image_id", sa.String(255), nullable=True),
+                   sa.Column("image_size", sa.JSON, nullable=True)):
+        op.add_column("faces", column)
     faces = sa.table("faces", sa.column("id", sa.Integer), sa.column("uuid", sa.String),
                      sa.column("image_id", sa.String))
     conn = op.get_bind()
@@ -32,25 +33,22 @@ def upgrade() -> None:
         conn.execute(faces.update().where(faces.c.id == sa.bindparam("fid")).values(
             uuid=sa.bindparam("u"), image_id=sa.bindparam("i")),
             [{"fid": f, "u": str(uuid.uuid4()), "i": str(uuid.uuid4())} for f in ids[start:start + 10_000]])
-    with op.batch_alter_table("faces") as batch:
-        batch.alter_column("uuid", existing_type=sa.String(36), nullable=False)
-        batch.alter_column("image_id", existing_type=sa.String(36), nullable=False)
-        batch.create_index("ix_faces_uuid", ["uuid"], unique=True)
-    with op.batch_alter_table("collections") as batch:
-        batch.add_column(sa.Column("consent_attestation", sa.JSON, nullable=True))
-    with op.batch_alter_table("api_keys") as batch:
-        batch.alter_column("id", existing_type=sa.String(16), type_=sa.String(32))
-        batch.add_column(sa.Column("secret_sealed", sa.LargeBinary, nullable=True))
-        batch.add_column(sa.Column("collection", sa.String(128), nullable=True))
+    op.create_index("ix_faces_uuid", "faces", ["uuid"], unique=True)
+    op.add_column("collections", sa.Column("consent_attestation", sa.JSON, nullable=True))
+    op.add_column("api_keys", sa.Column("secret_sealed", sa.LargeBinary, nullable=True))
+    op.add_column("api_keys", sa.Column("collection", sa.String(128), nullable=True))
+    if conn.dialect.name != "sqlite":  # SQLite neither enforces VARCHAR lengths nor alters columns in place
+        op.alter_column("faces", "uuid", existing_type=sa.String(36), nullable=False)
+        op.alter_column("faces", "image_id", existing_type=sa.String(36), nullable=False)
+        op.alter_column("api_keys", "id", existing_type=sa.String(16), type_=sa.String(32))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("api_keys") as batch:
-        batch.drop_column("collection")
-        batch.drop_column("secret_sealed")
-    with op.batch_alter_table("collections") as batch:
-        batch.drop_column("consent_attestation")
-    with op.batch_alter_table("faces") as batch:
-        batch.drop_index("ix_faces_uuid")
-        for name in ("image_size", "external_image_id", "image_id", "uuid"):
-            batch.drop_column(name)
+    op.drop_column("api_keys", "collection")
+    op.drop_column("api_keys", "secret_sealed")
+    op.drop_column("collections", "consent_attestation")
+    op.drop_index("ix_faces_uuid", "faces")
+    for name in ("image_size", "external_image_id", "image_id", "uuid"):
+        op.drop_column("faces", name)
+    if op.get_bind().dialect.name != "sqlite":
+        op.alter_column("api_keys", "id", existing_type=sa.String(32), type_=sa.String(16))
