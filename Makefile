@@ -20,7 +20,7 @@ $(CF_STAMP): tests/compreface/requirements.txt
 	$(CF_VENV)/bin/python -m pip install --quiet -r tests/compreface/requirements.txt
 	touch $(CF_STAMP)
 
-serve: setup
+serve: $(STAMP)
 	$(VENV)/bin/faceledger serve
 
 # quick run: skips tests marked slow (pyproject addopts: -m "not slow")
