@@ -292,3 +292,53 @@ def test_a_dropped_collection_leaves_every_copy(tmp_path):
     b.sync()
     assert not (tmp_path / "b" / "index" / "collection-2.faiss").exists()
     assert b.count(2) == 0
+
+
+def test_ivf_training_runs_beside_the_exact_index_and_misses_no_change(tmp_path, monkeypatch):
+    """Crossing ivf_threshold starts training in the background: the exact index serves searches, enrolments and
+    erasures meanwhile, and the IVF index swapped in holds exactly the faces that exist then."""
+    import threading
+
+    from faceledger.vectors.faiss_index import FaissIndex
+
+    source = FakeSource({1: 990})
+    store = make(tmp_path, source, ivf_threshold=1000)
+    store.startup()
+    assert store.kind(1) == "flat"
+    gate, training = threading.Event(), threading.Event()
+    ivf = FaissIndex.ivf.__func__
+
+    def slow_ivf(cls, *args, **kwargs):
+        training.set()
+        assert gate.wait(30)
+        return ivf(cls, *args, **kwargs)
+
+    monkeypatch.setattr(FaissIndex, "ivf", classmethod(slow_ivf))
+    rng = np.random.default_rng(7)
+
+    def grow(n: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, vecs = source.data[1]
+        new_ids = np.arange(ids.max() + 1, ids.max() + 1 + n, dtype=np.int64)
+        new = rng.normal(size=(n, DIM)).astype(np.float32)
+        new /= np.linalg.norm(new, axis=1, keepdims=True)
+        source.data[1] = (np.concatenate([ids, new_ids]), np.concatenate([vecs, new]))
+        store.add(1, new_ids, new)
+        return new_ids, new
+
+    grow(20)  # past the threshold: training starts, and the add returns at once
+    assert training.wait(10) and store.kind(1) == "flat"
+    ids, vecs = source.data[1]
+    assert store.search(1, vecs[:1], 1)[1][0, 0] == ids[0]  # served by the exact index meanwhile
+    erased = ids[5:15]
+    keep = ~np.isin(ids, erased)
+    source.data[1] = (ids[keep], vecs[keep])
+    store.remove(1, erased)
+    added_ids, added = grow(5)
+    gate.set()
+    assert store.wait_for_training(30)
+    assert store.kind(1) == "ivf"
+    held = np.sort(store._index(1).ids())
+    assert np.array_equal(held, np.sort(source.data[1][0]))
+    assert not np.isin(erased, held).any()
+    assert store.search(1, added[:1], 1)[1][0, 0] == added_ids[0]
+    store.close()

@@ -1,7 +1,9 @@
 """The embedded vector store: one FAISS index per collection, in memory, persisted under HOME.
 
-Exact search below ``ivf_threshold`` faces, IVF above (an index that grows past the
-threshold is rebuilt as IVF). Each index is persisted atomically (encrypted when the
+Exact search below ``ivf_threshold`` faces, IVF above. An index that grows past the threshold
+is trained as IVF in a background thread while the exact index keeps serving every search,
+enrolment and erasure; the trained index is brought up to date with the exact one (faces added
+or erased meanwhile) and swapped in under the lock, so no request waits for training. Each index is persisted atomically (encrypted when the
 template cipher has a key, authenticated under the deployment's integrity key otherwise:
 see ``persist``) at close, and checked against the SQL store when loaded: faces missing
 from it are added, faces no longer in SQL are removed. A persisted index that fails its
@@ -54,6 +56,7 @@ class FaissVectorStore:
         self._indexes: dict[int, FaissIndex] = {}
         self._dirty: set[int] = set()
         self._lock = threading.RLock()
+        self._training: dict[int, threading.Thread] = {}  # collections whose IVF index is being trained
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> dict[int, dict]:
@@ -115,6 +118,7 @@ class FaissVectorStore:
                 self._dirty.add(cid)
 
     def close(self) -> None:
+        self.wait_for_training(60)  # an index being swapped in is saved with the others
         self.sync(force=True)  # nothing erased elsewhere is written back to disk
         with self._lock:
             for cid in list(self._dirty):
@@ -152,9 +156,9 @@ class FaissVectorStore:
         return nullcontext()  # adding to a flat or IVF index is already cheap; a large one is trained at its rebuild
 
     def remove(self, collection_id: int, ids: np.ndarray) -> None:
-        self._index(collection_id).remove(np.asarray(ids, np.int64))
-        with self._lock:  # the persisted copy still holds the erased vectors: drop it now, rewrite at close
-            self._unlink(collection_id)
+        with self._lock:  # (under the lock: an index swapped in by training takes the erasure too)
+            self._index(collection_id).remove(np.asarray(ids, np.int64))
+            self._unlink(collection_id)  # the persisted copy still holds the erased vectors: drop it now
             self._dirty.add(collection_id)
 
     def drop(self, collection_id: int) -> None:
@@ -251,9 +255,47 @@ class FaissVectorStore:
                                 probe_fraction=self.probe_fraction)
 
     def _maybe_upgrade(self, cid: int) -> None:
-        """An exact index that has grown past ``ivf_threshold`` is rebuilt as IVF."""
+        """An exact index that has grown past ``ivf_threshold`` starts its IVF training in the background."""
         with self._lock:
             index = self._indexes.get(cid)
-            if index is not None and index.kind == "flat" and len(index) >= self.ivf_threshold:
-                self._indexes[cid] = self._build(cid)
+            if (index is None or index.kind != "flat" or len(index) < self.ivf_threshold
+                    or cid in self._training):
+                return
+            thread = threading.Thread(target=self._train, args=(cid, index), name=f"faiss-ivf-{cid}", daemon=True)
+            self._training[cid] = thread
+            thread.start()
+
+    def _train(self, cid: int, exact: FaissIndex) -> None:
+        """Train and fill an IVF index from SQL outside the lock, then, under it, bring it up to date with the exact
+        index that kept serving (faces added or erased meanwhile) and swap it in, unless the collection's index was
+        replaced or dropped in the meantime."""
+        try:
+            trained = self._build(cid)
+            with self._lock:
+                if self._indexes.get(cid) is not exact or trained.kind != "ivf":
+                    return
+                live, have = exact.ids(), trained.ids()
+                gone = have[~np.isin(have, live)]
+                if len(gone):
+                    trained.remove(gone)
+                missing = live[~np.isin(live, have)]
+                if len(missing):
+                    ids, vectors = self.source.existing_vectors(cid, missing)
+                    if len(ids):
+                        trained.add(ids, vectors)
+                self._indexes[cid] = trained
                 self._dirty.add(cid)
+                log.info("collection %s: IVF index trained on %d faces and swapped in", cid, len(trained))
+        except Exception:  # the exact index keeps serving; the next enrolment tries again
+            log.exception("collection %s: IVF training failed", cid)
+        finally:
+            with self._lock:
+                self._training.pop(cid, None)
+
+    def wait_for_training(self, timeout: float | None = None) -> bool:
+        """Wait for every IVF training under way (tests, benchmarks, shutdown); True when none is left."""
+        with self._lock:
+            threads = list(self._training.values())
+        for thread in threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in threads)
