@@ -374,3 +374,29 @@ def test_keys_audit_export_collection_deletion_and_expiry(site):
 def signed_in_raw(site, tenant: str) -> tuple[httpx.Client, httpx.Response]:
     http = httpx.Client(base_url=site["url"], follow_redirects=False)
     return http, http.post("/console/sign-in", data={"api_key": site["keys"][tenant]})
+
+
+def test_the_report_page_shows_the_summary_and_plots(site, settings):
+    """The page renders the report the running model's `faceledger report` wrote (here a minimal one: the report's
+    own figures are tested in test_report.py), with its plots served only by name."""
+    import json as _json
+
+    from PIL import Image
+
+    fl = site["fl"]
+    folder = fl._report_dir()
+    http, _ = signed_in(site, "acme")
+    assert "faceledger report" in http.get("/console/report").text  # no report yet: says how to make one
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(_json.dumps({
+        "model_id": fl.engine.model_id, "profile": "fast", "generated_at": "2026-11-27T00:00:00+00:00",
+        "summary": {"sentences": [{"topic": "verification", "text": "On 6,000 pairs the model decided <well>."}]},
+        "glossary": {"FMR": {"name": "false match rate", "meaning": "how often two people are taken for one."}}}))
+    Image.new("RGB", (20, 10), (200, 10, 10)).save(folder / "roc_det.png")
+    page = http.get("/console/report")
+    assert "decided &lt;well&gt;." in page.text and "false match rate" in page.text
+    assert 'src="/console/report/plots/roc_det.png"' in page.text
+    plot = http.get("/console/report/plots/roc_det.png")
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    assert http.get("/console/report/plots/..%2Freport.json").status_code == 404
+    assert http.get("/console/report/plots/report.json").status_code == 404

@@ -471,7 +471,7 @@ class Faceledger(FaceLevelOperations, OversightOperations):
         """The accuracy and fairness report of the running model (from `faceledger report`)."""
         with self._operation("report.read", actor):
             self.authorize(actor, "report.read")
-            path = self.settings.home / "reports" / f"report-{self.engine.profile.name}" / "report.json"
+            path = self._report_dir() / "report.json"
             if not path.is_file():
                 raise NotFound("no report for the running model yet: run `faceledger report`")
             data = json.loads(path.read_text())
@@ -479,6 +479,21 @@ class Faceledger(FaceLevelOperations, OversightOperations):
                 raise NotFound("the stored report is for another model: run `faceledger report` again")
             self._done(ev.ReportRead(actor))
         return data
+
+    def report_plots(self, actor: Actor) -> list[str]:
+        """The file names of the report's plots (ROC and DET curves, per-group error bars, ...)."""
+        self.authorize(actor, "report.read")
+        folder = self._report_dir()
+        return sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
+
+    def report_plot(self, actor: Actor, name: str) -> bytes:
+        """One plot of the report, by its file name (as listed by ``report_plots``)."""
+        if name not in self.report_plots(actor):
+            raise NotFound(f"the report has no plot {name!r}")
+        return (self._report_dir() / name).read_bytes()
+
+    def _report_dir(self):
+        return self.settings.home / "reports" / f"report-{self.engine.profile.name}"
 
     # ------------------------------------------------------------------ upkeep
     def rekey(self, actor: Actor, new_key: bytes | None) -> int:

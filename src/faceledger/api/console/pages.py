@@ -270,8 +270,15 @@ async def report(c: Console) -> Response:
     try:
         data = await c.call(c.faceledger.read_report, c.actor)
     except FaceledgerError as exc:
-        return c.render("report.html", report=None, error=exc)
-    return c.render("report.html", report=data, error=None, pretty=json.dumps(data, indent=1)[:20000])
+        return c.render("report.html", report=None, error=exc, plots=[])
+    plots = await c.call(c.faceledger.report_plots, c.actor)
+    return c.render("report.html", report=data, error=None, plots=plots, pretty=json.dumps(data, indent=1)[:20000])
+
+
+@router.get("/report/plots/{name}")
+@page
+async def report_plot(c: Console, name: str) -> Response:
+    return secure(Response(await c.call(c.faceledger.report_plot, c.actor, name), media_type="image/png"))
 
 
 @router.get("/streams")
