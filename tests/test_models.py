@@ -50,3 +50,35 @@ def test_user_model_dir_changes_model_id(tmp_path, settings, engine, people):
     a, _ = custom.single_face(people / "face_recognition_examples" / "obama.jpg")
     b, _ = engine.single_face(people / "face_recognition_examples" / "obama.jpg")
     assert np.allclose(a.templates, b.templates, atol=1e-5)  # same bytes, same vectors, different provenance
+
+
+def test_the_device_setting_chooses_the_execution_providers():
+    """CPU by default when no GPU provider is installed; CUDA first (the CPU after it, for operators the GPU provider
+    lacks) when onnxruntime-gpu is; asking for cuda without it is a clear error, never a silent CPU run."""
+    from faceledger.errors import ConfigurationError
+    from faceledger.models.providers import execution_providers
+
+    cpu_only = ["CPUExecutionProvider"]
+    with_gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("auto", cpu_only) == ["CPUExecutionProvider"]
+    assert execution_providers("auto", with_gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("cpu", with_gpu) == ["CPUExecutionProvider"]
+    assert execution_providers("cuda", with_gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ConfigurationError, match="onnxruntime-gpu"):
+        execution_providers("cuda", cpu_only)
+    with pytest.raises(ConfigurationError):
+        execution_providers("tpu", with_gpu)
+
+
+def test_faceledger_models_reports_where_each_model_runs(settings):
+    import onnxruntime as ort
+
+    from faceledger.pipeline.engine import FaceEngine
+
+    engine = FaceEngine(settings.model_copy(update={"device": "auto"}), "fast")
+    engine.load()
+    info = engine.describe()
+    expected = "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() \
+        else "CPUExecutionProvider"
+    assert info["device"] == "auto"
+    assert {m["runs_on"][0] for m in info["models"].values()} == {expected}

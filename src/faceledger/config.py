@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     credentials_key: str | None = Field(None, description="AES-256 key (base64 or hex) sealing the secrets of AWS-style "
                                         "keys (SigV4 needs the secret to check a signature); default: a key file "
                                         "HOME/credentials.key, created with the first such key.")
+    device: str = Field("auto", description="Where ONNX Runtime runs the models: auto (a CUDA GPU when onnxruntime-gpu "
+                                           "is installed, else the CPU), cpu, or cuda (an error without a GPU).")
     template_key: str | None = Field(None, description="AES-256 key (base64 or hex) encrypting templates at rest.")
     audit_enabled: bool = Field(True, description="Only for measuring the log's cost (bench_load --no-audit); never off in use.")
     retention_interval: float = Field(3600.0, gt=0, description="Seconds between the service's retention runs.")

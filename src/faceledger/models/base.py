@@ -10,14 +10,16 @@ import onnxruntime as ort
 
 from faceledger.errors import ModelFileError
 from faceledger.models.files import ResolvedModel
+from faceledger.models.providers import execution_providers
 
 
 class OnnxModel:
     """An ONNX Runtime session made on first use from a checked model file."""
 
-    def __init__(self, model: ResolvedModel, *, threads: int = 1) -> None:
+    def __init__(self, model: ResolvedModel, *, threads: int = 1, device: str = "cpu") -> None:
         self.model = model
         self.threads = threads
+        self.providers = execution_providers(device)
         self._session: ort.InferenceSession | None = None
         self._lock = threading.Lock()
 
@@ -44,13 +46,19 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
-            return ort.InferenceSession(self.prepare(self.path.read_bytes()), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(self.prepare(self.path.read_bytes()), options, providers=self.providers)
         except Exception as exc:  # onnx / onnxruntime raise many types for a bad file
             raise ModelFileError(f"model file {self.path} could not be loaded: {exc}", file=str(self.path)) from None
 
     def load(self) -> None:
         """Load now (at start-up) instead of on the first request."""
         _ = self.session
+
+    @property
+    def active_providers(self) -> list[str]:
+        """The providers the loaded session actually uses (ONNX Runtime falls back to the CPU when the GPU's cannot
+        start), for ``faceledger models``."""
+        return list(self.session.get_providers())
 
     def run(self, feed: np.ndarray) -> list[np.ndarray]:
         session = self.session

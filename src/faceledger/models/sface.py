@@ -23,8 +23,8 @@ class OnnxRecognizer(OnnxModel):
     input_size = 112
 
     def __init__(self, model: ResolvedModel, *, threads: int = 1, batch: int = 2,
-                 mean: float = 0.0, std: float = 1.0, rewrite_prelu: bool = True) -> None:
-        super().__init__(model, threads=threads)
+                 mean: float = 0.0, std: float = 1.0, rewrite_prelu: bool = True, device: str = "cpu") -> None:
+        super().__init__(model, threads=threads, device=device)
         self.batch = batch
         self.mean, self.std = mean, std
         self.rewrite_prelu = rewrite_prelu

@@ -73,12 +73,14 @@ class FaceEngine:
         self.profile: Profile = PROFILES[profile or self.settings.profile]
         s = self.settings
         self.limits = QualityLimits.from_settings(s)
-        self.detector = YuNet(resolve("yunet", model_dir=s.model_dir, filename=s.detector_file), threads=s.threads)
+        self.detector = YuNet(resolve("yunet", model_dir=s.model_dir, filename=s.detector_file), threads=s.threads,
+                              device=s.device)
         custom = s.model_dir is not None and s.recognizer_file
         self._recognizers: dict[str, OnnxRecognizer | DlibResnet] = {
             "sface": OnnxRecognizer(
                 resolve("sface", model_dir=s.model_dir, filename=s.recognizer_file), threads=s.threads,
                 batch=s.embed_batch, mean=s.recognizer_mean if custom else 0.0, std=s.recognizer_std if custom else 1.0,
+                device=s.device,
             )
         }
         self._dlib_lock = threading.Lock()
@@ -104,9 +106,13 @@ class FaceEngine:
     def describe(self) -> dict:
         models = {"detector": self.detector.model}
         models.update({c.recognizer: self.recognizer(c.recognizer).model for c in self.profile.components})
+        runners = {"detector": self.detector}
+        runners.update({c.recognizer: self.recognizer(c.recognizer) for c in self.profile.components})
         return {
             "profile": self.profile.name, "description": self.profile.description, "model_id": self.model_id,
-            "models": {k: {"file": str(m.path), "sha256": m.sha256, "bundled": m.bundled} for k, m in models.items()},
+            "device": self.settings.device,
+            "models": {k: {"file": str(m.path), "sha256": m.sha256, "bundled": m.bundled,
+                           "runs_on": _runs_on(runners[k])} for k, m in models.items()},
         }
 
     # pipeline ---------------------------------------------------------------
@@ -170,6 +176,12 @@ class FaceEngine:
             raise ManyFaces(f"the image has {n} faces; say which one (0 is the largest)", faces=n,
                             boxes=[[round(float(v), 1) for v in b] for b in analysis.detections.boxes])
         return analysis, 0
+
+
+def _runs_on(model) -> list[str]:
+    """The execution providers a loaded ONNX model uses (dlib's ResNet runs on dlib's own CPU code)."""
+    providers = getattr(model, "active_providers", None)
+    return providers if providers is not None else ["dlib (CPU)"]
 
 
 def model_id_for(engine: FaceEngine, components: tuple[Component, ...]) -> str:
