@@ -125,7 +125,7 @@ def test_cli_audit_verify_and_export(log, tmp_path):
     assert lines and all("s3" in x["subject_ids"] for x in lines)
     csv_out = subprocess.run([sys.executable, "-m", "faceledger.cli", "audit", "export", "--format", "csv"],
                              env=env, capture_output=True, text=True)
-    assert csv_out.stdout.count("\n") == 1 + 250 + 1  # header, the log's records, and the audited verify itself
+    assert csv_out.stdout.count("\n") == 1 + 250 + 2  # header, the log's records, the audited verify and export
     sql(log, "UPDATE audit_records SET purpose = 'something else' WHERE seq = 7")
     bad = subprocess.run([sys.executable, "-m", "faceledger.cli", "audit", "verify"], env=env, capture_output=True,
                          text=True)

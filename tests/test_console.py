@@ -294,6 +294,17 @@ def test_a_revoked_key_ends_its_sessions(site):
     assert http.get("/console/collections").headers["location"].endswith("/console/sign-in")
 
 
+def until(page, condition: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` with page.evaluate (Playwright's wait_for_function evaluates strings with eval, which the
+    console's CSP forbids)."""
+    import time
+
+    deadline = time.time() + timeout
+    while not page.evaluate(condition):
+        assert time.time() < deadline, f"never true: {condition}"
+        time.sleep(0.1)
+
+
 def test_webcam_capture_fills_the_enrolment_form(site, browser, axe_source):
     """Chromium's fake camera stands in for a webcam: the captured frame becomes a file of the enrolment form."""
     v = Visit(browser, site, axe_source)
@@ -303,9 +314,9 @@ def test_webcam_capture_fills_the_enrolment_form(site, browser, axe_source):
     v.go("/console/collections/webcam")
     v.page.click("button:text('Use the webcam')")
     v.page.wait_for_selector("[data-webcam-capture]:not([hidden])")
-    v.page.wait_for_function("document.querySelector('[data-webcam-video]').videoWidth > 0")
+    until(v.page, "document.querySelector('[data-webcam-video]').videoWidth > 0")
     v.page.click("button:text('Take the photo')")
-    v.page.wait_for_function("document.getElementById('images').files.length === 1")
+    until(v.page, "document.getElementById('images').files.length === 1")
     assert v.page.evaluate("document.getElementById('images').files[0].type") == "image/jpeg"
     v.context.close()
 
@@ -400,3 +411,22 @@ def test_the_report_page_shows_the_summary_and_plots(site, settings):
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     assert http.get("/console/report/plots/..%2Freport.json").status_code == 404
     assert http.get("/console/report/plots/report.json").status_code == 404
+
+
+def test_sign_in_only_from_the_console_and_bound_keys_stay_in_their_collection(site):
+    """A form on another site cannot sign a visitor in (login CSRF); a key bound to one collection does not reach
+    the tenant's audit log or keys from the console."""
+    fl = site["fl"]
+    for header in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        r = httpx.post(site["url"] + "/console/sign-in", data={"api_key": site["keys"]["acme"]}, headers=header)
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+        assert fl.audit.query(limit=100000)[-1]["outcome"] == "FORBIDDEN"
+    fl.create_collection(Actor.local("acme"), "bound-only", require_consent=False)
+    key, _ = fl.create_key(Actor.local(), "acme", ["admin"], "bound admin", collection="bound-only")
+    site["keys"]["bound"] = key
+    http, _ = signed_in(site, "bound")
+    assert http.get("/console/audit").status_code == 403
+    assert http.get("/console/keys").status_code == 403
+    assert http.get("/console/audit/export?format=jsonl").status_code == 403
+    page = http.get("/console/collections")
+    assert "bound-only" in page.text and "staff" not in page.text

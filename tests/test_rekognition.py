@@ -348,6 +348,8 @@ def test_refusals_are_typed_audited_and_change_nothing(rk, server, people, tmp_p
 def test_a_signed_request_is_checked_whole(server):
     """The server checks the signature over method, path, headers and body: a body changed after signing is
     refused (so a captured request cannot be altered)."""
+    import hashlib
+
     import httpx
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
@@ -365,6 +367,23 @@ def test_a_signed_request_is_checked_whole(server):
     assert ok.status_code == 200 and ok.json()["StatusCode"] == 200
     unsigned = httpx.post(server["url"] + "/", content=body, headers={"X-Amz-Target": headers["X-Amz-Target"]})
     assert unsigned.json()["__type"] == "MissingAuthenticationTokenException"
+
+    # a claimed payload hash is checked against the body received, never trusted
+    forged = {**headers, "X-Amz-Content-SHA256": hashlib.sha256(body.encode()).hexdigest()}
+    r = httpx.post(server["url"] + "/", content=body.replace("tampered", "tampered3"), headers=forged)
+    assert r.json()["__type"] == "InvalidSignatureException"
+    # the operation is part of what is signed: another X-Amz-Target in front of the signed one is refused
+    doubled = [("X-Amz-Target", "RekognitionService.DeleteCollection"), *headers.items()]
+    r = httpx.post(server["url"] + "/", content=body, headers=doubled)
+    assert r.json()["__type"] == "InvalidSignatureException"
+    # and a signature that does not cover it is refused
+    bare = AWSRequest(method="POST", url=server["url"] + "/", data=body,
+                      headers={"Content-Type": "application/x-amz-json-1.1"})
+    SigV4Auth(Credentials(server["akid"], server["secret"]), "rekognition", "eu-west-1").add_auth(bare)
+    r = httpx.post(server["url"] + "/", content=body,
+                   headers={**dict(bare.headers.items()), "X-Amz-Target": "RekognitionService.DeleteCollection"})
+    assert r.json()["__type"] == "InvalidSignatureException" and "x-amz-target" in r.json()["Message"]
+    assert "tampered" in [c.name for c in server["fl"].list_collections(Actor.local("acme"))]
 
 
 def test_the_command_line_issues_aws_keys_and_attests_collections(settings, engine, people, tmp_path):

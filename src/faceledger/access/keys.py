@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,8 +64,15 @@ def credentials_key(configured: str | None, home: Path) -> Callable[[], bytes]:
                 raise ConfigurationError(f"the credentials key file {path} is missing: restore it (or set "
                                          "FACELEDGER_CREDENTIALS_KEY); AWS-style keys cannot be checked without it")
             home.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_hex(32))
+            temporary = path.with_name(f".credentials.key.{secrets.token_hex(4)}")
+            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(secrets.token_hex(32))
+            try:
+                os.link(temporary, path)  # the first process to create it wins; the others read its key
+            except FileExistsError:
+                pass
+            finally:
+                temporary.unlink()
         return bytes.fromhex(path.read_text().strip())
 
     return load
@@ -140,18 +148,20 @@ class KeyStore:
 
     def authenticate(self, presented: str | None) -> Principal:
         if not presented:
-            raise Unauthorized("an API key is required (header 'Authorization: Bearer fl_...' or 'X-API-Key')")
+            raise Unauthorized("an API key is required (header 'Authorization: Bearer fl_...' or 'X-API-Key')",
+                               reason="missing")
         parts = presented.strip().split("_", 2)
         if len(parts) != 3 or parts[0] != "fl":
-            raise Unauthorized("malformed API key")
+            raise Unauthorized("malformed API key", reason="malformed")
         with self.session() as s:
             row = s.get(ApiKey, parts[1])
             if row is None or not hmac.compare_digest(row.secret_sha256, _digest(parts[2])):
-                raise Unauthorized("unknown API key")
+                raise Unauthorized("unknown API key", reason="unknown")
             if row.revoked_at is not None:
-                raise Unauthorized("this API key has been revoked", key_id=row.id)
+                raise Unauthorized("this API key has been revoked", key_id=row.id, reason="revoked")
             if row.secret_sealed is not None:
-                raise Unauthorized("an AWS-style key signs its requests (SigV4); it is not a bearer key")
+                raise Unauthorized("an AWS-style key signs its requests (SigV4); it is not a bearer key",
+                                   reason="aws")
             return self._principal(row)
 
     @staticmethod

@@ -47,7 +47,7 @@ def canonical_request(req: SignedRequest, signed_headers: list[str]) -> str:
     pairs = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~"))
                    for k, v in parse_qsl(req.query, keep_blank_values=True))
     headers = "".join(f"{h}:{_SPACES.sub(' ', req.headers.get(h, '').strip())}\n" for h in signed_headers)
-    payload = req.headers.get("x-amz-content-sha256") or hashlib.sha256(req.body).hexdigest()
+    payload = hashlib.sha256(req.body).hexdigest()  # the body received, whatever a header claims
     return "\n".join([req.method.upper(), req.path or "/", "&".join(f"{k}={v}" for k, v in pairs), headers,
                       ";".join(signed_headers), payload])
 
@@ -60,9 +60,11 @@ def signature(secret: str, amz_date: str, scope: str, canonical: str) -> str:
 
 
 def verify(req: SignedRequest, service: str, secret_of: Callable[[str], tuple[object, str]], *,
-           now: dt.datetime | None = None) -> object:
+           must_sign: tuple[str, ...] = ("host", "x-amz-date"), now: dt.datetime | None = None) -> object:
     """Check a SigV4-signed request for ``service``; returns what ``secret_of(access key id)`` gave with the
-    secret (the key's principal). Raises Unauthorized with ``reason``: missing, malformed, expired, unknown,
+    secret (the key's principal). ``must_sign``: headers the signature must cover (e.g. the operation's). The
+    payload hash is always computed from the body received: an ``X-Amz-Content-SHA256`` header must equal it
+    (``UNSIGNED-PAYLOAD`` is refused). Raises Unauthorized with ``reason``: missing, malformed, expired, unknown,
     revoked or signature."""
     auth = req.headers.get("authorization")
     if not auth:
@@ -76,11 +78,15 @@ def verify(req: SignedRequest, service: str, secret_of: Callable[[str], tuple[ob
         raise _refused(f"the credential scope must be <key>/<date>/<region>/{service}/aws4_request", "malformed")
     access_key_id, scope = parts[0], "/".join(parts[1:])
     signed_headers = signed.split(";")
-    if "host" not in signed_headers or signed_headers != sorted(signed_headers):
-        raise _refused("the signed headers must include host, in order", "malformed")
+    unsigned = [h for h in must_sign if h not in signed_headers]
+    if unsigned or signed_headers != sorted(signed_headers):
+        raise _refused(f"the signature must cover the headers {', '.join(must_sign)}, in order", "malformed",
+                       unsigned=unsigned)
+    claimed = req.headers.get("x-amz-content-sha256")
+    if claimed is not None and claimed != hashlib.sha256(req.body).hexdigest():
+        raise _refused("X-Amz-Content-SHA256 is not the SHA-256 of the body (unsigned payloads are refused)",
+                       "signature")
     amz_date = req.headers.get("x-amz-date", "")
-    if "x-amz-date" not in signed_headers:
-        raise _refused("the signed headers must include x-amz-date", "malformed")
     try:
         at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
     except ValueError:

@@ -233,6 +233,15 @@ class AuditLog:
                 return Verification(False, count, len(seals), c.seq, f"record {c.seq} differs from its seal")
         return Verification(True, count, len(seals))
 
+    def status(self) -> dict:
+        """Where the chain stands, without verifying it: its last record and its last seal."""
+        with self.session() as s:
+            last = s.execute(select(AuditRecord.seq, AuditRecord.at).order_by(AuditRecord.seq.desc()).limit(1)).first()
+            seal = s.execute(select(AuditCheckpoint.seq, AuditCheckpoint.at)
+                             .order_by(AuditCheckpoint.seq.desc()).limit(1)).first()
+        return {"records": last[0] if last else 0, "last_record_at": last[1] if last else None,
+                "sealed_through": seal[0] if seal else 0, "sealed_at": seal[1] if seal else None}
+
     def query(self, *, tenant: str | None = None, subject_id: str | None = None, key_id: str | None = None,
               operation: str | None = None, since: str | None = None, until: str | None = None,
               limit: int = 1000, offset: int = 0, newest_first: bool = False,

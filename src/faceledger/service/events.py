@@ -176,6 +176,11 @@ class SubjectRenamed(Event):
 
 
 @dataclass(frozen=True)
+class AuditExported(Event):
+    operation: ClassVar[str] = "audit.export"
+
+
+@dataclass(frozen=True)
 class SessionOpened(Event):
     operation: ClassVar[str] = "console.sign_in"
 

@@ -260,6 +260,7 @@ class FaceLevelOperations:
         with self._operation("subject.rename", actor, collection, [subject_id, new_id]):
             self.authorize(actor, "subject.rename")
             check_subject_id(new_id)
+            check_person(subject_id)  # a face of no person becomes one only through associate_faces
             check_person(new_id)
             c = self.gallery.collection(collection, actor.tenant)
             merged = self.gallery.store.rename_subject(c, subject_id, new_id)

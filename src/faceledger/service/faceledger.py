@@ -106,11 +106,12 @@ class Faceledger(FaceLevelOperations, OversightOperations):
         return Actor(p.tenant, p.key_id, p.purpose, p.scopes, request_id=request_id, client=client,
                      collection=p.collection)
 
-    def authenticate_signed(self, request: sigv4.SignedRequest, service: str, *, request_id: str | None = None,
-                            client: str | None = None) -> Actor:
-        """The actor of an AWS Signature V4 request signed with an AWS-style key (raises Unauthorized with a
-        ``reason``: missing, malformed, expired, unknown, revoked or signature)."""
-        p = sigv4.verify(request, service, self.keys.aws_secret)
+    def authenticate_signed(self, request: sigv4.SignedRequest, service: str, must_sign: tuple[str, ...] = (), *,
+                            request_id: str | None = None, client: str | None = None) -> Actor:
+        """The actor of an AWS Signature V4 request signed with an AWS-style key, the signature covering
+        ``must_sign`` (raises Unauthorized with a ``reason``: missing, malformed, expired, unknown, revoked or
+        signature)."""
+        p = sigv4.verify(request, service, self.keys.aws_secret, must_sign=("host", "x-amz-date", *must_sign))
         return Actor(p.tenant, p.key_id, p.purpose, p.scopes, request_id=request_id, client=client,
                      collection=p.collection)
 
@@ -403,11 +404,13 @@ class Faceledger(FaceLevelOperations, OversightOperations):
 
     def list_keys(self, actor: Actor, tenant: str | None = None) -> list[dict]:
         self.authorize(actor, "keys.read")
+        tenant_wide(actor, "the tenant's keys")
         return self.keys.list(actor.tenant if actor.scopes is not None else tenant)
 
     def revoke_key(self, actor: Actor, key_id: str) -> dict:
         with self._operation("key.revoke", actor):
             self.authorize(actor, "key.revoke")
+            tenant_wide(actor, "the tenant's keys")
             if actor.scopes is not None and not any(k["key_id"] == key_id for k in self.keys.list(actor.tenant)):
                 raise NotFound(f"key '{key_id}' not found", key_id=key_id)
             info = self.keys.revoke(key_id)
@@ -438,12 +441,18 @@ class Faceledger(FaceLevelOperations, OversightOperations):
         """This tenant's audit records, by subject (a subject-access query), key, operation, time."""
         with self._operation("audit.query", actor, subject_ids=[subject_id] if subject_id else []):
             self.authorize(actor, "audit.query")
+            tenant_wide(actor, "the tenant's audit log")
             rows = self.audit.query(tenant=actor.tenant, subject_id=subject_id, key_id=key_id, operation=operation,
                                     since=iso(instant(since, "since")), until=iso(instant(until, "until")),
                                     limit=limit, offset=offset)
             self._done(ev.AuditQueried(actor, subject_ids=(subject_id,) if subject_id else (),
                                        decision=f"{len(rows)} records"))
         return rows
+
+    def audit_status(self, actor: Actor) -> dict:
+        """The chain's last record and last seal (cheap; ``verify_audit`` checks it whole)."""
+        self.authorize(actor, "audit.verify")
+        return self.audit.status()
 
     def verify_audit(self, actor: Actor) -> Verification:
         """Check the whole hash chain and its seals; names the first bad record."""
@@ -456,12 +465,17 @@ class Faceledger(FaceLevelOperations, OversightOperations):
     def export_audit(self, actor: Actor, fmt: str, *, tenant: str | None = None, subject_id: str | None = None,
                      since: str | None = None, until: str | None = None) -> Iterator[str]:
         """Audit records as jsonl or csv; a key's holder sees its own tenant only."""
-        self.authorize(actor, "audit.export")
-        if fmt not in ("jsonl", "csv"):
-            raise InvalidArgument("the export format is jsonl or csv")
-        tenant = tenant if actor.scopes is None else actor.tenant
-        return self.audit.export(fmt, tenant=tenant, subject_id=subject_id, since=iso(instant(since, "since")),
-                                 until=iso(instant(until, "until")))
+        with self._operation("audit.export", actor, subject_ids=[subject_id] if subject_id else []):
+            self.authorize(actor, "audit.export")
+            tenant_wide(actor, "the tenant's audit log")
+            if fmt not in ("jsonl", "csv"):
+                raise InvalidArgument("the export format is jsonl or csv")
+            tenant = tenant if actor.scopes is None else actor.tenant
+            lines = list(self.audit.export(fmt, tenant=tenant, subject_id=subject_id,
+                                           since=iso(instant(since, "since")), until=iso(instant(until, "until"))))
+            self._done(ev.AuditExported(actor, subject_ids=(subject_id,) if subject_id else (),
+                                        decision=f"{len(lines)} lines as {fmt}"))
+        return iter(lines)
 
     def checkpoint_audit(self, actor: Actor) -> dict | None:
         self.authorize(actor, "audit.export")
@@ -532,6 +546,12 @@ class Faceledger(FaceLevelOperations, OversightOperations):
 
     def refresh_metrics(self) -> None:
         self.metrics.set_gallery_sizes(self.gallery.store.collection_sizes())
+
+
+def tenant_wide(actor: Actor, what: str) -> None:
+    """Refuse a key bound to one collection what spans its whole tenant (the audit log, the keys)."""
+    if actor.collection is not None:
+        raise Forbidden(f"a key bound to collection '{actor.collection}' cannot reach {what}", key_id=actor.key_id)
 
 
 def _yes_no(result: Comparison) -> str:

@@ -63,6 +63,8 @@ class OversightOperations:
     def recent_operations(self, actor: Actor, limit: int = 20) -> list[dict]:
         """The tenant's latest audit records, newest first (not itself audited: an overview, not a query)."""
         self.authorize(actor, "audit.query")
+        if actor.collection is not None:
+            return []  # a key bound to one collection does not see the tenant's log
         return self.audit.query(tenant=actor.tenant, limit=limit, newest_first=True)
 
     # ------------------------------------------------------------------ the review queue

@@ -26,7 +26,7 @@ async def audited(request: Request, name: str, authenticate: Callable[[Operation
         try:
             op.actor = await authenticate(op)
         except Unauthorized as exc:
-            if exc.details.get("reason") not in ("missing", None):
+            if exc.details.get("reason") != "missing":  # a presented credential was refused: counted per address
                 auth_guard(request).failed(op.actor.client)
             raise
         op.authenticated = True

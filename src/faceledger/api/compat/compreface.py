@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -115,7 +116,7 @@ async def _images(request: Request, *names: str) -> list[bytes]:
     elif ctype.startswith("application/json"):
         try:
             body = json.loads(await request.body() or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CompreFaceError("the body is not JSON", 26) from None
         if not isinstance(body, dict):
             raise CompreFaceError("the body is a JSON object with base64 images", 26)
@@ -142,7 +143,7 @@ async def _images(request: Request, *names: str) -> list[bytes]:
 async def _json(request: Request) -> Any:
     try:
         return json.loads(await request.body() or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CompreFaceError("the body is not JSON", 26) from None
 
 
@@ -158,6 +159,8 @@ def _query(request: Request) -> dict:
             value = kind(raw)
         except ValueError:
             raise CompreFaceError(f"{name} must be a number", 26) from None
+        if not math.isfinite(value):
+            raise CompreFaceError(f"{name} must be a finite number", 26)
         if (low is not None and value < low) or (high is not None and value > high):
             raise CompreFaceError(f"{name} should be between {low} and {high}" if high is not None else
                                   f"{name} should be equal or greater than {low}", 26)
@@ -336,10 +339,14 @@ async def delete_faces_of_subject(request: Request) -> JSONResponse:
 @router.delete("/recognition/faces/{image_id}", include_in_schema=False)
 async def delete_face(request: Request, image_id: str) -> JSONResponse:
     async def run(op: Operation):
-        if not await op.call(op.faceledger.collection_faces, op.actor, op.collection, uuids=[image_id]):
+        rows = await op.call(op.faceledger.collection_faces, op.actor, op.collection, uuids=[image_id],
+                             persons_only=True)
+        if not rows:
             raise NotFound(f"Image {image_id} not found", face_id=image_id)
         receipt, _, _ = await op.call(op.faceledger.erase_faces, op.actor, op.collection, [image_id])
-        return {"image_id": image_id, "subject": receipt.subject_ids[0]}
+        if receipt is None:  # erased by another call in between (that call has its record)
+            raise NotFound(f"Image {image_id} not found", face_id=image_id)
+        return {"image_id": image_id, "subject": rows[0].subject_id}
     return await _run(request, "recognition", "erase", run, collection_needed=True)
 
 

@@ -39,6 +39,7 @@ router = APIRouter()
 TARGET_PREFIX = "RekognitionService."
 SERVICE = "rekognition"
 CONTENT_TYPE = "application/x-amz-json-1.1"
+SIGNED = ("content-type", "host", "x-amz-date", "x-amz-target")  # what every SDK signs; the operation is among them
 BODY_LIMIT = 2 * (FIVE_MIB * 4 // 3 + 4) + 64 * 1024  # two base64 images (CompareFaces) and the rest
 ALLOWED_ATTRIBUTES = {"DEFAULT"}
 DEFAULT_THRESHOLD = 80.0  # Rekognition's FaceMatchThreshold, SimilarityThreshold and UserMatchThreshold
@@ -59,18 +60,22 @@ def operation(name: str, faceledger_operation: str):
 @router.post("/", include_in_schema=False)
 async def rekognition(request: Request) -> JSONResponse:
     """Every Rekognition operation: authenticate (SigV4), authorize, run, answer in Rekognition's shapes."""
-    target = request.headers.get("x-amz-target", "")
+    targets = request.headers.getlist("x-amz-target")
+    target = targets[0] if len(targets) == 1 else ""
     name = target.removeprefix(TARGET_PREFIX) if target.startswith(TARGET_PREFIX) else None
     faceledger_operation, handler = OPERATIONS.get(name or "", ("rekognition", None))
     try:
+        if len(targets) > 1 or any(len(request.headers.getlist(h)) > 1 for h in SIGNED):
+            raise RekognitionError("InvalidSignatureException", "a signed header appears more than once")
         budget_of(request).allow(BODY_LIMIT)
         body = await request.body()
-    except Exception as exc:
+    except Exception as exc:  # refused before the caller is known: recorded like a refused authentication
+        await Operation(request, faceledger_operation, None, ()).refused(exc)
         return _error(exc)
     params: Any = None
     try:
         params = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     collection = params.get("CollectionId") if isinstance(params, dict) and isinstance(
         params.get("CollectionId"), str) else None
@@ -93,7 +98,7 @@ async def _signed(op: Operation, body: bytes):
     signed = SignedRequest(r.method, r.scope.get("raw_path", r.url.path.encode()).decode("latin-1"),
                            r.scope.get("query_string", b"").decode("latin-1"),
                            {k.lower(): v for k, v in r.headers.items()}, body)
-    return await in_thread(op.faceledger.authenticate_signed, signed, SERVICE, request_id=op.actor.request_id,
+    return await in_thread(op.faceledger.authenticate_signed, signed, SERVICE, SIGNED, request_id=op.actor.request_id,
                            client=op.actor.client)
 
 

@@ -12,9 +12,11 @@ from fastapi.responses import Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 
-from faceledger.api.console.web import COOKIE, HERE, Console, page, redirect, secure, set_session, templates
-from faceledger.api.deps import get_faceledger, in_thread
-from faceledger.errors import FaceledgerError, InvalidArgument, Unauthorized
+from faceledger.api.console.web import (COOKIE, HERE, Console, page, redirect, same_origin, secure, set_session,
+                                        templates)
+from faceledger.api.deps import Operation, auth_guard, get_faceledger, in_thread
+from faceledger.api.errors import status_of
+from faceledger.errors import FaceledgerError, Forbidden, InvalidArgument, Unauthorized
 from faceledger.service.consent import consent_record
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -44,16 +46,27 @@ async def sign_in_form(request: Request) -> Response:
 
 @router.post("/sign-in")
 async def sign_in(request: Request) -> Response:
+    """Sign in with an API key. Only from the console's own page (a browser says where a form came from: a form
+    on another site could otherwise sign a visitor in to someone else's tenant); refusals are recorded and
+    throttled per address like any refused key."""
     console = Console(request)
-    form = await request.form(max_files=0, max_fields=5)
-    key = form.get("api_key")
+    op = Operation(request, "console.sign_in", None, ())
     try:
-        cookie, _, signed = await in_thread(console.faceledger.open_session, key if isinstance(key, str) else None,
-                                            **console.who)
-    except (Unauthorized, FaceledgerError) as exc:
+        if not same_origin(request):
+            raise Forbidden("sign in from the console's own page")
+        form = await request.form(max_files=0, max_fields=5)
+        key = form.get("api_key")
+        try:
+            cookie, _, signed = await in_thread(console.faceledger.open_session,
+                                                key if isinstance(key, str) else None, **console.who)
+        except Unauthorized:
+            auth_guard(request).failed(op.actor.client)  # RATE_LIMITED beyond the address's limit
+            raise
+    except FaceledgerError as exc:
+        await op.refused(exc)
         return secure(templates.TemplateResponse(request, "sign_in.html", {"request": request, "actor": None,
                                                                            "nav": [], "csrf": "", "error": exc},
-                                                 status_code=401))
+                                                 status_code=status_of(exc.code)))
     lifetime = int(console.faceledger.sessions.lifetime.total_seconds())
     return set_session(redirect("/console/"), request, cookie, lifetime)
 
@@ -73,9 +86,9 @@ async def sign_out(c: Console) -> Response:
 async def overview(c: Console) -> Response:
     collections = await c.call(c.faceledger.list_collections, c.actor)
     recent = chain = None
-    if c.actor.has("admin"):
+    if c.actor.has("admin") and c.actor.collection is None:
         recent = await c.call(c.faceledger.recent_operations, c.actor, 15)
-        chain = await c.call(c.faceledger.verify_audit, c.actor)
+        chain = await c.call(c.faceledger.audit_status, c.actor)
     return c.render("overview.html", collections=collections, recent=recent, chain=chain)
 
 
@@ -285,7 +298,8 @@ async def report_plot(c: Console, name: str) -> Response:
 @page
 async def streams(c: Console) -> Response:
     service = c.request.app.state.streams
-    listed = await c.call(service.list, c.actor)
+    c.faceledger.authorize(c.actor, "streams.read")
+    listed = [s for s in await c.call(service.list, c.actor) if c.actor.may_see(s.collection)]
     events = {s.stream_id: await c.call(service.events, c.actor, s.stream_id, limit=20) for s in listed[:20]}
     return c.render("streams.html", streams=listed, events=events)
 

@@ -86,7 +86,7 @@ class Console:
     async def check_csrf(self) -> None:
         """Refuse (FORBIDDEN, audited) a state change without this session's CSRF token."""
         given = self.request.headers.get("x-csrf-token") or await self.field("csrf")
-        if not (self.signed and given and hmac.compare_digest(given, self.signed.csrf)):
+        if not (self.signed and given and hmac.compare_digest(given.encode(), self.signed.csrf.encode())):
             exc = Forbidden("this form has expired or did not come from the console (CSRF token missing or wrong): "
                             "reload the page and try again")
             await self.call(self.faceledger.refuse, "console.csrf", self.actor, exc)
@@ -128,6 +128,8 @@ def page(handler: Callable[..., Awaitable[Response]]):
                 await console.check_csrf()
             return await handler(console, **kwargs)
         except FaceledgerError as exc:
+            # a refusal of the page itself (a bad form) is recorded too; the service's own are recorded already
+            await in_thread(console.faceledger.refuse, f"console.{handler.__name__}", console.actor, exc)
             return console.render("error.html", status=status_of(exc.code), error=exc)
 
     # FastAPI reads the route's parameters from this signature: the request, then the handler's path parameters
@@ -136,6 +138,15 @@ def page(handler: Callable[..., Awaitable[Response]]):
     wrapper.__signature__ = sig.replace(parameters=[first, *list(sig.parameters.values())[1:]])
     wrapper.__name__, wrapper.__doc__ = handler.__name__, handler.__doc__
     return wrapper
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a form came from this site (the browser's Sec-Fetch-Site or Origin; tools that send neither pass)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
 def set_session(response: Response, request: Request, cookie: str, max_age: int) -> Response:
