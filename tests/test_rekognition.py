@@ -419,3 +419,23 @@ def test_the_command_line_issues_aws_keys_and_attests_collections(settings, engi
         assert len(r["FaceRecords"]) == 1
     subject = fl.list_subjects(Actor.local("acme"), "staff")[0]
     assert subject.consent["basis"] == "contract" and subject.consent["reference"] == "employment contracts, clause 9"
+
+
+def test_a_face_that_changed_owner_meanwhile_is_neither_moved_nor_erased(rk, server, people):
+    """Face-level writes check, in their own transaction, that each face still belongs to the subject it was read
+    with: a face associated (or erased) by another call in between makes the write refuse, changing nothing."""
+    from faceledger.errors import AlreadyExists
+
+    fl = server["fl"]
+    rk.create_collection(CollectionId="races")
+    attest(server, "races")
+    face = rk.index_faces(CollectionId="races", Image=image(people / "bbt" / "amy" / "amy1.png"))["FaceRecords"][0]
+    c = fl.gallery.collection("races", "acme")
+    row = fl.gallery.store.faces_by_uuid(c.id, [face["Face"]["FaceId"]])[face["Face"]["FaceId"]]
+    fid = row.face.face_id
+    with pytest.raises(AlreadyExists):  # read as "amy"'s, but it is still a face of no person
+        fl.gallery.store.delete_faces(c, [fid], owners={fid: "amy"})
+    with pytest.raises(AlreadyExists):
+        fl.gallery.store.move_faces(c, {fid: "amy"}, owners={fid: "someone-else"})
+    assert fl.gallery.store.faces_by_uuid(c.id, [row.face.uuid])[row.face.uuid].subject_id == row.subject_id
+    assert fl.gallery.index_contains("races", [fid], tenant="acme")

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from faceledger.errors import NotFound
+from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.feed import ADD, REMOVE, record_changes
 from faceledger.gallery.records import CollectionRef, Consent, FaceInfo, NewFace, iso
 from faceledger.gallery.schema import Collection, Face, Subject, utcnow
@@ -122,12 +122,15 @@ class FaceRows:
             s.commit()
         return infos, ids, vectors
 
-    def move_faces(self, c: CollectionRef, moves: dict[int, str], *, consent: Consent | None = None,
-                   drop_empty: Sequence[str] = ()) -> None:
+    def move_faces(self, c: CollectionRef, moves: dict[int, str], *, owners: dict[int, str],
+                   consent: Consent | None = None, drop_empty: Sequence[str] = ()) -> None:
         """Give faces to other subjects (face id -> subject id; a new subject is created with ``consent``), in one
-        transaction; the subjects named in ``drop_empty`` are deleted when this leaves them without a face. The
-        templates do not change, so neither does the vector store: searches join faces with their subject in SQL."""
+        transaction, provided each still belongs to the subject ``owners`` names (else ALREADY_EXISTS, nothing
+        changed: another call moved or erased it since it was read); the subjects named in ``drop_empty`` are
+        deleted when this leaves them without a face. The templates do not change, so neither does the vector
+        store: searches join faces with their subject in SQL."""
         with self.session() as s:
+            _still_owned(s, c.id, owners)
             for face_id, to_subject in moves.items():
                 target = _subject(s, c.id, to_subject)
                 if target is None:
@@ -140,9 +143,12 @@ class FaceRows:
             self._drop_if_empty(s, c.id, drop_empty)
             s.commit()
 
-    def delete_faces(self, c: CollectionRef, face_ids: Sequence[int], *, drop_empty: Sequence[str] = ()) -> None:
-        """Erase faces in one transaction; the subjects named in ``drop_empty`` go too when left without a face."""
+    def delete_faces(self, c: CollectionRef, face_ids: Sequence[int], *, owners: dict[int, str],
+                     drop_empty: Sequence[str] = ()) -> None:
+        """Erase faces in one transaction, provided each still belongs to the subject ``owners`` names (else
+        ALREADY_EXISTS, nothing erased); the subjects named in ``drop_empty`` go too when left without a face."""
         with self.session() as s:
+            _still_owned(s, c.id, owners)
             s.execute(delete(Face).where(Face.collection_id == c.id, Face.id.in_([int(i) for i in face_ids])))
             self._drop_if_empty(s, c.id, drop_empty)
             record_changes(s, c.id, REMOVE, face_ids)
@@ -182,6 +188,19 @@ def _faces_of(q, subject_id: str | None, without_prefix: str | None):
     if without_prefix:
         q = q.where(~Subject.external_id.startswith(without_prefix, autoescape=True))
     return q
+
+
+def _still_owned(s: Session, cid: int, owners: dict[int, str]) -> None:
+    """Within the writing transaction (rows locked on PostgreSQL; SQLite has one writer): refuse when a face no
+    longer belongs to the subject it was read with."""
+    if not owners:
+        return
+    now = dict(s.execute(select(Face.id, Subject.external_id).join(Subject)
+                         .where(Face.collection_id == cid, Face.id.in_([int(i) for i in owners]))
+                         .with_for_update(of=Face)).all())
+    if any(now.get(int(f)) != subject for f, subject in owners.items()):
+        raise AlreadyExists("the faces changed during this operation (moved or erased by another call): send it "
+                            "again")
 
 
 def _subject(s: Session, cid: int, external_id: str) -> Subject | None:

@@ -181,7 +181,8 @@ class Gallery:
         leave without a face."""
         c = self.collection(collection, tenant)
         face_ids = [r.face.face_id for r in rows]
-        self.store.delete_faces(c, face_ids, drop_empty=drop_empty)
+        self.store.delete_faces(c, face_ids, owners={r.face.face_id: r.subject_id for r in rows},
+                                drop_empty=drop_empty)
         pending = self._after_erase(c.id, face_ids)
         return ErasureReceipt(collection, sorted({r.subject_id for r in rows}), face_ids, iso(utcnow()),
                               pending=pending)

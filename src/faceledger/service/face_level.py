@@ -219,8 +219,10 @@ class FaceLevelOperations:
                     moves[row.face.face_id] = subject_id
                     done.append(u)
             if moves:
-                self.gallery.store.move_faces(c, moves, drop_empty=[found[u].subject_id for u in done
-                                                                     if found[u].subject_id != subject_id])
+                self.gallery.store.move_faces(c, moves, owners={found[u].face.face_id: found[u].subject_id
+                                                                for u in done if found[u].subject_id != subject_id},
+                                              drop_empty=[found[u].subject_id for u in done
+                                                          if found[u].subject_id != subject_id])
             self._done(ev.FacesAssociated(actor, collection, (subject_id,), decision=f"associated {len(moves)} faces",
                                           face_ids=tuple(moves)))
         return done, failed
@@ -250,7 +252,8 @@ class FaceLevelOperations:
                     moves[row.face.face_id] = face_subject(u)
                     done.append(u)
             if moves:
-                self.gallery.store.move_faces(c, moves, consent=_consent_of(person.consent))
+                self.gallery.store.move_faces(c, moves, owners={f: subject_id for f in moves},
+                                              consent=_consent_of(person.consent))
             self._done(ev.FacesDisassociated(actor, collection, (subject_id,),
                                              decision=f"disassociated {len(moves)} faces", face_ids=tuple(moves)))
         return done, failed
