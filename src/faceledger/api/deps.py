@@ -32,6 +32,7 @@ from faceledger.gallery.storage import storage_error
 from faceledger.config import Settings
 from faceledger.errors import RateLimited, Unauthorized
 from faceledger.service import Actor, Faceledger
+from faceledger.service.faceledger import OPERATION_SCOPES
 from faceledger.service.guardrails import RefusedAuthentications
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -95,15 +96,19 @@ def anonymous(request: Request) -> Actor:
                  client=request.client.host if request.client else None)
 
 
-async def authenticate(request: Request, token: str | None) -> Actor:
-    """The actor of the presented key. A presented key that is refused counts against the client address:
-    beyond its limit, RATE_LIMITED instead of UNAUTHORIZED (a valid key from there still works)."""
+async def authenticate(request: Request, token: str | None,
+                       via: Callable[[], Awaitable[Actor]] | None = None) -> Actor:
+    """The actor of the presented key (or of ``via``, another front end's authentication: a SigV4 signature, a
+    CompreFace ``x-api-key``). A presented credential that is refused counts against the client address: beyond its
+    limit, RATE_LIMITED instead of UNAUTHORIZED (a valid key from there still works)."""
     who = anonymous(request)
     try:
+        if via is not None:
+            return await via()
         return await in_thread(get_faceledger(request).authenticate, token, request_id=who.request_id,
                                client=who.client)
-    except Unauthorized:
-        if token:
+    except Unauthorized as exc:
+        if exc.details.get("reason") != "missing":  # something was presented, and refused
             auth_guard(request).failed(who.client)
         raise
 
@@ -187,14 +192,18 @@ class Operation:
 
 @asynccontextmanager
 async def operation(request: Request, token: str | None, name: str, *, collection: str | None = None,
-                    subject_ids: Sequence[str] = ()) -> AsyncIterator[Operation]:
-    """Authenticate and authorize, then run one audited operation: exactly one audit record, done or refused
-    (refused authentications: at most one a minute per address). No body is read before authorization."""
+                    subject_ids: Sequence[str] = (),
+                    via: Callable[[Operation], Awaitable[Actor]] | None = None) -> AsyncIterator[Operation]:
+    """Authenticate (the key, or ``via(op)``) and authorize, then run one audited operation: exactly one audit
+    record, done or refused (refused authentications: at most one a minute per address). No body is read before
+    authorization (except by an authentication that signs the body)."""
     op = Operation(request, name, collection, subject_ids)
     try:
-        op.actor = await authenticate(request, token)
+        op.actor = await authenticate(request, token, via=(lambda: via(op)) if via is not None else None)
         op.authenticated = True
-        op.faceledger.authorize(op.actor, name)  # a key without the scope is told so before its body is read
+        if name in OPERATION_SCOPES:  # an operation a front end does not know is refused there, under its name
+            op.faceledger.authorize(op.actor, name)  # a key without the scope is told so before its body is read
+        op.actor.check_collection(collection)
         yield op
     except Exception as exc:
         await op.refused(exc)

@@ -245,8 +245,10 @@ class AuditLog:
     def query(self, *, tenant: str | None = None, subject_id: str | None = None, key_id: str | None = None,
               operation: str | None = None, since: str | None = None, until: str | None = None,
               limit: int = 1000, offset: int = 0, newest_first: bool = False,
-              reference: str | None = None) -> list[dict]:
+              reference: str | None = None, seq: int | None = None) -> list[dict]:
         q = select(AuditRecord).order_by(AuditRecord.seq.desc() if newest_first else AuditRecord.seq)
+        if seq is not None:
+            q = q.where(AuditRecord.seq == seq)
         for column, value in ((AuditRecord.tenant, tenant), (AuditRecord.key_id, key_id),
                               (AuditRecord.operation, operation), (AuditRecord.reference, reference)):
             if value is not None:

@@ -75,31 +75,37 @@ class OversightOperations:
                                                             limit=10**6)}
         items = []
         for r in self.audit.query(tenant=actor.tenant, operation="identify", limit=5000, newest_first=True):
-            if r["outcome"] != "ok" or "review" not in (r["decision"] or "").split(","):
-                continue
-            if f"{REVIEW_REFERENCE}{r['seq']}" in decided or not actor.may_see(r["collection"]):
-                continue
-            items.append(ReviewItem(r["seq"], r["at"], r["collection"], list(zip(r["subject_ids"], r["scores"])),
-                                    r["purpose"], r["key_id"]))
-            if len(items) >= limit:
-                break
+            if _awaits_review(r) and f"{REVIEW_REFERENCE}{r['seq']}" not in decided and actor.may_see(r["collection"]):
+                items.append(_item(r))
+                if len(items) >= limit:
+                    break
         return items
 
     def decide_review(self, actor: Actor, seq: int, *, accept: bool, subject_id: str | None = None) -> int | None:
         """A reviewer's verdict on an identification in the queue: accepted as ``subject_id`` (one of its
         candidates) or rejected. Audited with a reference to the identification's record; returns the verdict's."""
-        item = next((i for i in self.pending_reviews(actor, limit=5000) if i.seq == seq), None)
-        collection = item.collection if item else None
-        with self._operation("review.decide", actor.with_reference(f"{REVIEW_REFERENCE}{seq}"), collection,
-                             [subject_id] if subject_id else []):
+        reference = f"{REVIEW_REFERENCE}{seq}"
+        actor = actor.with_reference(reference)
+        with self._operation("review.decide", actor, subject_ids=[subject_id] if subject_id else []):
             self.authorize(actor, "review.decide")
-            if item is None:
-                if self.audit.query(tenant=actor.tenant, operation="review.decide", limit=1,
-                                    reference=f"{REVIEW_REFERENCE}{seq}"):
-                    raise AlreadyExists(f"identification {seq} was reviewed already", seq=seq)
+            (record,) = self.audit.query(tenant=actor.tenant, operation="identify", seq=seq) or [None]
+            if record is None or not _awaits_review(record):
                 raise NotFound(f"no identification {seq} waits for review", seq=seq)
+            actor.check_collection(record["collection"])
+            if self.audit.query(tenant=actor.tenant, operation="review.decide", limit=1, reference=reference):
+                raise AlreadyExists(f"identification {seq} was reviewed already", seq=seq)
+            item = _item(record)
             if accept and subject_id not in [c for c, _ in item.candidates]:
                 raise InvalidArgument("an accepted identification names one of its candidates", seq=seq)
-            return self._done(ev.ReviewDecided(actor.with_reference(f"{REVIEW_REFERENCE}{seq}"), collection,
-                                               (subject_id,) if accept else (),
+            return self._done(ev.ReviewDecided(actor, item.collection, (subject_id,) if accept else (),
                                                decision=f"accepted: {subject_id}" if accept else "rejected"))
+
+
+def _awaits_review(record: dict) -> bool:
+    """An identification whose decision (for some face) was "review"."""
+    return record["outcome"] == "ok" and "review" in (record["decision"] or "").split(",")
+
+
+def _item(record: dict) -> ReviewItem:
+    return ReviewItem(record["seq"], record["at"], record["collection"],
+                      list(zip(record["subject_ids"], record["scores"])), record["purpose"], record["key_id"])

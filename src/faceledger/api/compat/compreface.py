@@ -23,8 +23,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from faceledger.api.compat.common import FIVE_MIB, audited
-from faceledger.api.deps import Operation, in_thread
+from faceledger.api.compat.common import FIVE_MIB
+from faceledger.api.deps import Operation, in_thread, operation
 from faceledger.api.inputs import budget_of
 from faceledger.errors import FaceledgerError, InvalidArgument, NoFace, NotFound, PayloadTooLarge, Unauthorized
 from faceledger.matching import similarity
@@ -93,7 +93,7 @@ async def _run(request: Request, service: str, name: str, handler, *, collection
         return actor
 
     try:
-        async with audited(request, name, authenticate, subject_ids=subject_ids) as op:
+        async with operation(request, None, name, subject_ids=subject_ids, via=authenticate) as op:
             result = await handler(op)
     except Exception as exc:
         return _error(exc, service)

@@ -24,9 +24,10 @@ from fastapi.responses import JSONResponse
 
 from faceledger.access.sigv4 import SignedRequest
 from faceledger.api.compat import rekognition_shapes as shape
-from faceledger.api.compat.common import FIVE_MIB, audited
+from faceledger.api.compat.common import FIVE_MIB
 from faceledger.api.compat.rekognition_shapes import PATTERNS, RekognitionError
 from faceledger.api.deps import Operation, in_thread
+from faceledger.api.deps import operation as audited_operation
 from faceledger.api.inputs import budget_of
 from faceledger.errors import AlreadyExists, InvalidArgument
 from faceledger.gallery.face_rows import FaceRow
@@ -80,8 +81,8 @@ async def rekognition(request: Request) -> JSONResponse:
     collection = params.get("CollectionId") if isinstance(params, dict) and isinstance(
         params.get("CollectionId"), str) else None
     try:
-        async with audited(request, faceledger_operation, lambda op: _signed(op, body),
-                           collection=collection) as op:
+        async with audited_operation(request, None, faceledger_operation, collection=collection,
+                                     via=lambda op: _signed(op, body)) as op:
             if handler is None:
                 raise RekognitionError("UnknownOperationException", f"unknown operation {target!r}: faceledger "
                                        f"serves {', '.join(sorted(OPERATIONS))}")
@@ -193,20 +194,32 @@ def _quality_filter(params: dict, default: str) -> str:
     return value
 
 
-def _token(params: dict) -> int:
-    """A pagination token: the position after which the next page starts (opaque to clients)."""
+def _token(params: dict, kind: str = "after") -> str | None:
+    """A pagination token given back: where the next page starts (opaque to clients), None for the first page."""
     token = params.get("NextToken")
     if token is None:
-        return 0
+        return None
     try:
-        value = int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("after:"))
+        value = base64.urlsafe_b64decode(token.encode()).decode()
     except (ValueError, AttributeError, binascii.Error, UnicodeDecodeError):
-        raise RekognitionError("InvalidPaginationTokenException", "NextToken is not one this service gave") from None
-    return value
+        value = ""
+    if not value.startswith(f"{kind}:"):
+        raise RekognitionError("InvalidPaginationTokenException", "NextToken is not one this service gave")
+    return value.removeprefix(f"{kind}:")
 
 
-def _next(position: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{position}".encode()).decode()
+def _position(params: dict) -> int:
+    """A numeric pagination token (an offset or the last face id), 0 for the first page."""
+    value = _token(params)
+    if value is None:
+        return 0
+    if not value.isdigit():
+        raise RekognitionError("InvalidPaginationTokenException", "NextToken is not one this service gave")
+    return int(value)
+
+
+def _next(position: int | str, kind: str = "after") -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
 
 
 def _model(op: Operation) -> str:
@@ -240,7 +253,7 @@ async def describe_collection(op: Operation, p: dict) -> dict:
 @operation("ListCollections", "collections.read")
 async def list_collections(op: Operation, p: dict) -> dict:
     limit = _int(p, "MaxResults", 1000, 0, 4096) or 1000
-    start = _token(p)
+    start = _position(p)
     names = [c for c in await op.call(op.faceledger.list_collections, op.actor)]
     page = names[start:start + limit]
     out = {"CollectionIds": [c.name for c in page], "FaceModelVersions": [c.model_id for c in page]}
@@ -281,7 +294,7 @@ async def list_faces(op: Operation, p: dict) -> dict:
     uuids = _ids(p, "FaceIds", 4096) if p.get("FaceIds") is not None else None
     limit = _int(p, "MaxResults", 1000, 0, 4096) or 1000
     rows = await op.call(op.faceledger.collection_faces, op.actor, name, subject_id=user, uuids=uuids,
-                         after=_token(p), limit=limit + 1)
+                         after=_position(p), limit=limit + 1)
     model = _model(op)
     out = {"Faces": [shape.stored_face(r, model) for r in rows[:limit]], "FaceModelVersion": model}
     if len(rows) > limit:
@@ -395,17 +408,10 @@ async def delete_user(op: Operation, p: dict) -> dict:
 async def list_users(op: Operation, p: dict) -> dict:
     name = _id(p, "CollectionId")
     limit = _int(p, "MaxResults", 500, 1, 500)
-    token = p.get("NextToken")
-    after = ""
-    if token is not None:
-        try:
-            after = base64.urlsafe_b64decode(token.encode()).decode().removeprefix("user:")
-        except (ValueError, AttributeError, binascii.Error, UnicodeDecodeError):
-            raise RekognitionError("InvalidPaginationTokenException", "NextToken is not one this service gave") from None
-    users = await op.call(op.faceledger.persons, op.actor, name, after=after, limit=limit + 1)
+    users = await op.call(op.faceledger.persons, op.actor, name, after=_token(p, "user") or "", limit=limit + 1)
     out = {"Users": [{"UserId": u, "UserStatus": "ACTIVE"} for u in users[:limit]]}
     if len(users) > limit:
-        out["NextToken"] = base64.urlsafe_b64encode(f"user:{users[limit - 1]}".encode()).decode()
+        out["NextToken"] = _next(users[limit - 1], "user")
     return out
 
 
