@@ -5,6 +5,7 @@ botocore's own output shape; refusals come back as the client's typed exceptions
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from unittest import mock
 
@@ -328,14 +329,15 @@ def test_refusals_are_typed_audited_and_change_nothing(rk, server, people, tmp_p
 
     # the rate limit: ProvisionedThroughputExceeded, which boto3 retries (here 3 times), each refusal audited
     saved = fl.rate
-    fl.rate = RateLimiter(1, fl.gallery.store.count_use)
+    frozen = time.time()  # one clock minute for the whole check: a minute turning mid-test would reset the window
+    fl.rate = RateLimiter(1, fl.gallery.store.count_use, clock=lambda: frozen)
     try:
         patient = client(server, retries=3)
         rate_before = last_seq(server)
         try:
             patient.search_faces_by_image(CollectionId="guarded", Image=image(amy1))
         except ClientError:
-            pass  # the first search of the minute passes unless the minute turned between the two calls
+            pass  # the key's first search of this minute passes (unless an earlier test used it up)
         e = error_of(patient.search_faces_by_image, CollectionId="guarded", Image=image(amy1))
         assert code(e) == "ProvisionedThroughputExceededException"
         assert e.response["ResponseMetadata"]["RetryAttempts"] == 3
