@@ -261,7 +261,9 @@ class IdentifyResponse(BaseModel):
 
 
 # ------------------------------------------------- bodies that carry images (multipart or JSON base64)
-REFERENCE = Field(None, max_length=256, description="Case or reference number, written to the audit record.")
+# no control characters: the reference is written to the audit record, and PostgreSQL's text refuses NUL bytes
+REFERENCE = Field(None, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$",
+                  description="Case or reference number, written to the audit record.")
 
 
 class DetectBody(BaseModel):
