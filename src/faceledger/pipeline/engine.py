@@ -90,7 +90,9 @@ class FaceEngine:
         if name not in self._recognizers:
             with self._dlib_lock:
                 if name not in self._recognizers:
-                    self._recognizers[name] = DlibResnet(resolve("dlib_resnet"), resolve("dlib_shape5"))
+                    s = self.settings
+                    self._recognizers[name] = DlibResnet(resolve("dlib_resnet"), resolve("dlib_shape5"),
+                                                         threads=s.threads, batch=s.embed_batch, device=s.device)
         return self._recognizers[name]
 
     @property
@@ -179,9 +181,8 @@ class FaceEngine:
 
 
 def _runs_on(model) -> list[str]:
-    """The execution providers a loaded ONNX model uses (dlib's ResNet runs on dlib's own CPU code)."""
-    providers = getattr(model, "active_providers", None)
-    return providers if providers is not None else ["dlib (CPU)"]
+    """The execution providers a loaded model uses (every network runs in ONNX Runtime)."""
+    return model.active_providers
 
 
 def model_id_for(engine: FaceEngine, components: tuple[Component, ...]) -> str:
