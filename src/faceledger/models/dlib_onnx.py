@@ -158,7 +158,8 @@ def _read_details(r: _Reader, layer: _Layer) -> None:
     elif layer.kind == "fc":
         num_outputs, num_inputs = r.int(), r.int()
         params = r.tensor()
-        weights, biases = r.alias(), r.alias()
+        weights = r.alias()
+        r.alias()  # the biases: none in fc_no_bias
         bias_mode = r.int()  # FC_HAS_BIAS = 0, FC_NO_BIAS = 1
         if math.prod(weights) != num_inputs * num_outputs:
             raise r.fail("fc weight shape")
