@@ -69,7 +69,7 @@ def test_batched_embedding_equals_single(engine, people):
 
 
 def test_onnx_runtime_sface_matches_opencv_reference(engine, people):
-    """The load-time rewrite (fp32 weights, PRelu as Relu/Min) keeps SFace's output."""
+    """The load-time rewrite (fp32 weights, PRelu as BatchNormalizations) keeps SFace's output."""
     bgr = engine.decode(people / "face_recognition_examples" / "obama.jpg")
     crop = align_all(bgr, engine.detect(bgr).landmarks[:1])
     ours = engine.recognizer("sface").embed(crop)[0]
@@ -80,6 +80,24 @@ def test_onnx_runtime_sface_matches_opencv_reference(engine, people):
     net.setInput(cv2.dnn.blobFromImage(crop[0], 1.0, (112, 112), (0, 0, 0), True, False))
     reference = net.forward().ravel()
     assert float(ours @ (reference / np.linalg.norm(reference))) > 0.9999
+
+
+def test_prelu_rewrite_is_exact_on_real_faces(engine, people):
+    """SFace with PRelu rewritten (a*x + (1-a)*Relu(x) as BatchNormalizations) equals ORT's own PRelu."""
+    from faceledger.models.sface import OnnxRecognizer
+
+    crops = []
+    for path in sorted((people / "face_recognition_examples").glob("*.jpg"))[:8]:
+        bgr = engine.decode(path)
+        crops.append(align_all(bgr, engine.detect(bgr).landmarks))
+    crops = np.concatenate(crops)
+    assert len(crops) >= 5
+    plain = OnnxRecognizer(resolve("sface"), rewrite_prelu=False)
+    ops = {n.op_type for n in __import__("onnx").load_from_string(engine.recognizer("sface").prepare(
+        resolve("sface").path.read_bytes())).graph.node}
+    assert "PRelu" not in ops and "BatchNormalization" in ops
+    ours, reference = engine.recognizer("sface").embed(crops), plain.embed(crops)
+    assert np.abs(ours - reference).max() < 1e-5
 
 
 def test_accurate_profile_is_256d_and_separates(accurate_engine, people):

@@ -63,10 +63,22 @@ def _fold_constant_weights(graph: onnx.GraphProto) -> None:
 
 
 def _rewrite_prelu(graph: onnx.GraphProto) -> None:
-    """PRelu(x, a) -> Relu(x) + a * Min(x, 0): ORT's PRelu kernel is slow on CPU."""
+    """PRelu(x, a), exactly, in operators ONNX Runtime's CPU kernels run fast.
+
+    Per-channel slopes (shape (C,1,1) or (1,C,1,1)): ``a*x + (1-a)*Relu(x)`` as two
+    BatchNormalizations (scale a, resp. 1-a; mean 0, variance 1, epsilon 0) summed. ORT's
+    blocked-layout (NCHWc) optimizer runs Relu, BatchNormalization and Add in its layout, so no
+    reordering between convolutions is left (SFace: 19.3 -> 13.7 ms per face, one thread; ORT's
+    PRelu kernel: 26 ms). Other slopes: ``Relu(x) + a*Min(x, 0)``.
+    """
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     zero_name = "faceledger_zero"
     graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero_name))
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value, np.float32), name))
+        return name
+
     nodes = []
     for k, node in enumerate(graph.node):
         if node.op_type != "PRelu" or node.input[1] not in consts:
@@ -74,6 +86,19 @@ def _rewrite_prelu(graph: onnx.GraphProto) -> None:
             continue
         x, slope, y = node.input[0], node.input[1], node.output[0]
         p = f"prelu{k}"
+        a = consts[slope].astype(np.float32)
+        if a.ndim in (3, 4) and a.shape[-2:] == (1, 1) and a.size == a.shape[-3]:
+            a = a.reshape(-1)
+            zeros, ones = const(p + "_zeros", np.zeros_like(a)), const(p + "_ones", np.ones_like(a))
+            nodes += [
+                helper.make_node("Relu", [x], [p + "_pos"]),
+                helper.make_node("BatchNormalization", [x, const(p + "_a", a), zeros, zeros, ones], [p + "_ax"],
+                                 epsilon=0.0),
+                helper.make_node("BatchNormalization", [p + "_pos", const(p + "_1a", 1.0 - a), zeros, zeros, ones],
+                                 [p + "_bpos"], epsilon=0.0),
+                helper.make_node("Add", [p + "_ax", p + "_bpos"], [y]),
+            ]
+            continue
         nodes += [
             helper.make_node("Relu", [x], [p + "_pos"]),
             helper.make_node("Min", [x, zero_name], [p + "_neg"]),
@@ -82,6 +107,10 @@ def _rewrite_prelu(graph: onnx.GraphProto) -> None:
         ]
     del graph.node[:]
     graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _free_dims(graph: onnx.GraphProto, input_dims: tuple[int, ...]) -> None:
