@@ -342,3 +342,52 @@ def test_ivf_training_runs_beside_the_exact_index_and_misses_no_change(tmp_path,
     assert not np.isin(erased, held).any()
     assert store.search(1, added[:1], 1)[1][0, 0] == added_ids[0]
     store.close()
+
+
+def test_compressed_ivf_reranks_exactly_and_forgets_erased_faces(tmp_path):
+    """Above the threshold the index proposes candidates from 4-bit PQ codes and re-ranks them on the exact
+    templates: every score is the exact cosine, each stored face finds itself, an erased face is gone from both
+    parts, and all of it survives a save and a load."""
+    import faiss
+
+    from faceledger.vectors.faiss_index import FaissIndex
+
+    source = FakeSource({1: 3000})
+    ids, vecs = source.data[1]
+    index = FaissIndex.build(ids, vecs, DIM, ivf_threshold=1000, probe_fraction=0.125)
+    assert index.kind == "ivf" and isinstance(index.index, faiss.IndexIVFPQFastScan)
+    assert index.index.code_size < DIM * 4 / 4  # compressed: 4 bits per two dimensions
+    queries = vecs[:200] + np.random.default_rng(3).normal(0, 0.02, (200, DIM)).astype(np.float32)
+    scores, found = index.search(queries, 5)
+    expected = np.take_along_axis(queries @ vecs.T, np.searchsorted(ids, found), axis=1)
+    assert np.allclose(scores, expected, atol=1e-5)  # exact cosines, not PQ estimates
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    assert np.mean(found[:, 0] == ids[:200]) >= 0.99
+    erased = ids[:50]
+    index.remove(erased)
+    assert len(index) == 2950 and not np.isin(erased, index.ids()).any()
+    assert not np.isin(erased, index.search(vecs[:50], 10)[1]).any()
+    path = tmp_path / "c.faiss"
+    index.save(path, {"collection_id": 1}, key=KEY)
+    loaded, _ = FaissIndex.load(path, 0.125, {"collection_id": 1, "dim": DIM}, key=KEY)
+    assert loaded.exact is not None and len(loaded) == 2950
+    assert np.array_equal(np.sort(loaded.ids()), np.sort(ids[50:]))
+    assert np.array_equal(loaded.search(vecs[50:60], 3)[1], index.search(vecs[50:60], 3)[1])
+
+
+def test_an_ivf_flat_file_of_an_earlier_version_still_loads(tmp_path):
+    import faiss
+
+    from faceledger.vectors.faiss_index import FaissIndex
+
+    source = FakeSource({1: 1500})
+    ids, vecs = source.data[1]
+    legacy = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 32, faiss.METRIC_INNER_PRODUCT)
+    legacy.train(vecs)
+    old = FaissIndex(legacy, "ivf", 0.5)
+    old.add(ids, vecs)
+    old.save(tmp_path / "c.faiss", {"collection_id": 1}, key=KEY)
+    loaded, _ = FaissIndex.load(tmp_path / "c.faiss", 0.5, {"collection_id": 1, "dim": DIM}, key=KEY)
+    assert loaded.exact is None and isinstance(loaded.index, faiss.IndexIVFFlat)
+    assert np.array_equal(np.sort(loaded.ids()), ids)
+    assert loaded.search(vecs[:1], 1)[1][0, 0] == ids[0]
