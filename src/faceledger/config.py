@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def default_url(home: Path) -> str:
@@ -47,7 +56,8 @@ class Settings(BaseSettings):
     # service
     host: str = Field("127.0.0.1", description="Address `faceledger serve` listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port `faceledger serve` listens on.")
-    workers: int = Field(2, ge=1, description="Inference threads of the service (one per core is right).")
+    workers: int = Field(default_factory=lambda: cores(), ge=1,
+                         description="Inference threads of the service (default: one per core this process may use).")
     max_queue: int = Field(64, ge=1, description="Requests waiting for a worker beyond this get 503.")
     queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 503.")
     max_images_per_request: int = Field(10, ge=1, description="Images one enrolment request may carry.")
