@@ -35,7 +35,7 @@ from faceledger.gallery.db import advisory_xact_lock
 from faceledger.gallery.outbox import audit_session
 from faceledger.errors import ConfigurationError
 from faceledger.gallery.records import iso
-from faceledger.gallery.schema import AuditCheckpoint, AuditOutbox, AuditRecord, utcnow
+from faceledger.gallery.schema import MAX_ROW_ID, AuditCheckpoint, AuditOutbox, AuditRecord, utcnow
 
 GENESIS = "0" * 64
 APPEND_LOCK = int.from_bytes(b"fl-audit", "big")  # PostgreSQL advisory lock key of the appenders
@@ -248,6 +248,8 @@ class AuditLog:
               reference: str | None = None, seq: int | None = None) -> list[dict]:
         q = select(AuditRecord).order_by(AuditRecord.seq.desc() if newest_first else AuditRecord.seq)
         if seq is not None:
+            if not 1 <= seq <= MAX_ROW_ID:  # beyond the column (32-bit on PostgreSQL): no such record
+                return []
             q = q.where(AuditRecord.seq == seq)
         for column, value in ((AuditRecord.tenant, tenant), (AuditRecord.key_id, key_id),
                               (AuditRecord.operation, operation), (AuditRecord.reference, reference)):

@@ -85,6 +85,9 @@ class Subject(Base):
                                              passive_deletes=True)
 
 
+MAX_ROW_ID = 2**31 - 1  # integer primary keys are 32-bit on PostgreSQL: larger ids name no row
+
+
 class Face(Base):
     __tablename__ = "faces"
     __table_args__ = (UniqueConstraint("subject_id", "image_sha256"), Index("ix_faces_collection", "collection_id"),

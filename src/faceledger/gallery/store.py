@@ -36,8 +36,8 @@ from faceledger.gallery.records import (
     TenantPolicyInfo,
     iso,
 )
-from faceledger.gallery.schema import (Collection, Face, FaceChange, Meta, Subject, TenantPolicy, UsageCounter,
-                                      utcnow)
+from faceledger.gallery.schema import (MAX_ROW_ID, Collection, Face, FaceChange, Meta, Subject, TenantPolicy,
+                                      UsageCounter, utcnow)
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -244,7 +244,8 @@ class SqlStore(FaceRows):
     def delete_face(self, c: CollectionRef, subject_id: str, face_id: int) -> None:
         with self.session() as s:
             subject = self._subject(s, c, subject_id)
-            face = s.get(Face, face_id)
+            # an id beyond the column's range (32-bit on PostgreSQL) names no face: never ask the database
+            face = s.get(Face, face_id) if 1 <= face_id <= MAX_ROW_ID else None
             if face is None or face.subject_id != subject.id:
                 raise NotFound(f"face {face_id} not found for subject '{subject_id}'", face_id=face_id)
             s.delete(face)

@@ -10,6 +10,7 @@ from faceledger.api import schemas as S
 from faceledger.api.deps import Caller, Service, Token, in_thread, operation
 from faceledger.api.errors import AUTH_ERRORS, responses
 from faceledger.api.inputs import openapi_body
+from faceledger.gallery.schema import MAX_ROW_ID
 from faceledger.service.consent import consent_record
 
 router = APIRouter(tags=["subjects"])
@@ -77,7 +78,7 @@ async def list_faces(collection: str, subject_id: str, caller: Caller, faceledge
 
 @router.delete("/v1/collections/{collection}/subjects/{subject_id}/faces/{face_id}",
                response_model=S.ErasureReceipt, responses=AUTH_ERRORS | responses(404))
-async def delete_face(collection: str, subject_id: str, face_id: Annotated[int, Path(ge=1, le=2**62)],
+async def delete_face(collection: str, subject_id: str, face_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)],
                       request: Request, token: Token):
     async with operation(request, token, "erase", collection=collection, subject_ids=[subject_id]) as op:
         receipt = await op.call(op.faceledger.erase_face, op.actor, collection, subject_id, face_id)
