@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
@@ -93,8 +94,8 @@ def test_prelu_rewrite_is_exact_on_real_faces(engine, people):
     crops = np.concatenate(crops)
     assert len(crops) >= 5
     plain = OnnxRecognizer(resolve("sface"), rewrite_prelu=False)
-    ops = {n.op_type for n in __import__("onnx").load_from_string(engine.recognizer("sface").prepare(
-        resolve("sface").path.read_bytes())).graph.node}
+    rewritten = engine.recognizer("sface").prepare(resolve("sface").path.read_bytes())
+    ops = {n.op_type for n in onnx.load_from_string(rewritten).graph.node}
     assert "PRelu" not in ops and "BatchNormalization" in ops
     ours, reference = engine.recognizer("sface").embed(crops), plain.embed(crops)
     assert np.abs(ours - reference).max() < 1e-5

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # service
     host: str = Field("127.0.0.1", description="Address `faceledger serve` listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port `faceledger serve` listens on.")
-    workers: int = Field(default_factory=lambda: cores(), ge=1,
+    workers: int = Field(default_factory=cores, ge=1,
                          description="Inference threads of the service (default: one per core this process may use).")
     max_queue: int = Field(64, ge=1, description="Requests waiting for a worker beyond this get 503.")
     queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 503.")

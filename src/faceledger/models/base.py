@@ -63,3 +63,7 @@ class OnnxModel:
     def run(self, feed: np.ndarray) -> list[np.ndarray]:
         session = self.session
         return session.run(None, {session.get_inputs()[0].name: feed})
+
+    def run_batched(self, feed: np.ndarray, batch: int) -> np.ndarray:
+        """The first output for ``feed``, run ``batch`` rows at a time and concatenated."""
+        return np.concatenate([self.run(np.ascontiguousarray(feed[i:i + batch]))[0] for i in range(0, len(feed), batch)])

@@ -215,6 +215,15 @@ def _out_size(size: int, window: int, stride: int, pad: int) -> tuple[int, int]:
     return out, extra
 
 
+def _windowed(layer: _Layer, shape: tuple[int, int, int]) -> tuple[dict, tuple[int, int]]:
+    """ONNX attributes (kernel, strides, pads) of a convolution or pool, and its output size (rows, columns)
+    as dlib computes it: the extra end padding makes ONNX produce that size."""
+    (oy, ey), (ox, ex) = (_out_size(shape[d + 1], layer.window[d], layer.stride[d], layer.padding[d]) for d in (0, 1))
+    py, px = layer.padding
+    return {"kernel_shape": list(layer.window), "strides": list(layer.stride),
+            "pads": [py, px, py + ey, px + ex]}, (oy, ox)
+
+
 def _build(means: np.ndarray, layers: list[_Layer], loss: dict[str, float]) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -247,12 +256,9 @@ def _build(means: np.ndarray, layers: list[_Layer], loss: dict[str, float]) -> o
                 gamma, beta = layers[i + 1].weight, layers[i + 1].bias
                 w, b = w * gamma[:, None, None, None], b * gamma + beta
                 i += 1
-            (oy, ey), (ox, ex) = (_out_size(shape[d + 1], layer.window[d], layer.stride[d], layer.padding[d])
-                                  for d in (0, 1))
-            py, px = layer.padding
-            x = node("Conv", [x, const(name + "_w", w), const(name + "_b", b)], name, kernel_shape=list(layer.window),
-                     strides=list(layer.stride), pads=[py, px, py + ey, px + ex])
-            shape = (w.shape[0], oy, ox)
+            attrs, size = _windowed(layer, shape)
+            x = node("Conv", [x, const(name + "_w", w), const(name + "_b", b)], name, **attrs)
+            shape = (w.shape[0], *size)
         elif layer.kind == "affine":  # not under a convolution: y = x * gamma + beta per channel
             x = node("Mul", [x, const(name + "_g", layer.weight.reshape(-1, 1, 1))], name + "_scaled")
             x = node("Add", [x, const(name + "_b", layer.bias.reshape(-1, 1, 1))], name)
@@ -263,15 +269,11 @@ def _build(means: np.ndarray, layers: list[_Layer], loss: dict[str, float]) -> o
                 x = node("GlobalMaxPool" if layer.kind == "max_pool" else "GlobalAveragePool", [x], name)
                 shape = (shape[0], 1, 1)
             else:
-                (oy, ey), (ox, ex) = (_out_size(shape[d + 1], layer.window[d], layer.stride[d], layer.padding[d])
-                                      for d in (0, 1))
-                py, px = layer.padding
-                attrs = {"kernel_shape": list(layer.window), "strides": list(layer.stride),
-                         "pads": [py, px, py + ey, px + ex]}
+                attrs, size = _windowed(layer, shape)
                 if layer.kind == "avg_pool":
                     attrs["count_include_pad"] = 0  # dlib averages over the part of the window inside the image
                 x = node("MaxPool" if layer.kind == "max_pool" else "AveragePool", [x], name, **attrs)
-                shape = (shape[0], oy, ox)
+                shape = (shape[0], *size)
         elif layer.kind == "add_prev":
             # dlib adds tensors of different sizes as if the smaller were zero-padded (bottom/right)
             other, other_shape = tags[layer.tag]

@@ -74,6 +74,4 @@ class DlibResnet:
         """(N,150,150,3) RGB uint8 chips -> (N,128) unit vectors, ``batch`` chips per run."""
         if len(chips) == 0:
             return np.zeros((0, self.dim), np.float32)
-        chips = np.ascontiguousarray(chips, dtype=np.uint8)
-        out = [self.net.run(chips[i:i + self.batch])[0] for i in range(0, len(chips), self.batch)]
-        return l2_normalize(np.concatenate(out))
+        return l2_normalize(self.net.run_batched(np.asarray(chips, np.uint8), self.batch))

@@ -43,5 +43,4 @@ class OnnxRecognizer(OnnxModel):
         blob = crops[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
         if self.mean or self.std != 1.0:
             blob = (blob - self.mean) / self.std
-        out = [self.run(np.ascontiguousarray(blob[i : i + self.batch]))[0] for i in range(0, len(blob), self.batch)]
-        return l2_normalize(np.concatenate(out).reshape(len(crops), -1))
+        return l2_normalize(self.run_batched(blob, self.batch).reshape(len(crops), -1))

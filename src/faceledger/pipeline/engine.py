@@ -114,7 +114,7 @@ class FaceEngine:
             "profile": self.profile.name, "description": self.profile.description, "model_id": self.model_id,
             "device": self.settings.device,
             "models": {k: {"file": str(m.path), "sha256": m.sha256, "bundled": m.bundled,
-                           "runs_on": _runs_on(runners[k])} for k, m in models.items()},
+                           "runs_on": runners[k].active_providers} for k, m in models.items()},
         }
 
     # pipeline ---------------------------------------------------------------
@@ -178,11 +178,6 @@ class FaceEngine:
             raise ManyFaces(f"the image has {n} faces; say which one (0 is the largest)", faces=n,
                             boxes=[[round(float(v), 1) for v in b] for b in analysis.detections.boxes])
         return analysis, 0
-
-
-def _runs_on(model) -> list[str]:
-    """The execution providers a loaded model uses (every network runs in ONNX Runtime)."""
-    return model.active_providers
 
 
 def model_id_for(engine: FaceEngine, components: tuple[Component, ...]) -> str:

@@ -120,10 +120,9 @@ class FaissIndex:
 
     def ids(self) -> np.ndarray:
         with self._lock:
-            if self.kind == "flat":
-                return faiss.vector_to_array(self.index.id_map).astype(np.int64)
-            if self.exact is not None:
-                return faiss.vector_to_array(self.exact.id_map).astype(np.int64)
+            id_mapped = self.index if self.kind == "flat" else self.exact  # an IndexIDMap2 lists its ids
+            if id_mapped is not None:
+                return faiss.vector_to_array(id_mapped.id_map).astype(np.int64)
             invlists = faiss.extract_index_ivf(self.index).invlists
             parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
                      for i in range(invlists.nlist) if invlists.list_size(i)]
