@@ -46,10 +46,19 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the server: the process and its children (the worker processes of ``--workers``)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS"):
+                    total += int(line.split()[1]) / 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total or float("nan")
 
 
 def build_gallery(home: Path, data: Path, subjects: int) -> list[str]:
@@ -117,6 +126,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Settings().data_dir)
     parser.add_argument("--work", type=Path, default=Path(".faceledger/bench-load"))
     parser.add_argument("--out", type=Path, default=Path(".faceledger/reports/bench-load.json"))
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="Worker processes of the server (`faceledger serve --workers N`).")
     parser.add_argument("--no-audit", action="store_true",
                         help="Run the server with the audit log off, only to measure what the log costs.")
     args = parser.parse_args()
@@ -138,7 +149,8 @@ def main() -> None:
                                      "--scopes", "identify,verify", "--purpose", "load benchmark"], env=env,
                                     capture_output=True, text=True, check=True).stdout)["api_key"]
     log = open(args.work / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve"], env=env, stdout=log,
+    server = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve", "--workers", str(args.server_workers)],
+                              env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -162,7 +174,7 @@ def report(results, memory, elapsed, args) -> None:
     errors = Counter(str(r[1]) for r in results if r[1] != 200)
     lat = np.array([r[2] for r in ok]) if ok else np.array([float("nan")])
     summary = {
-        "audit": not args.no_audit, "clients": args.clients, "seconds": round(elapsed, 1), "subjects": args.subjects, "requests": len(results),
+        "audit": not args.no_audit, "server_workers": args.server_workers, "clients": args.clients, "seconds": round(elapsed, 1), "subjects": args.subjects, "requests": len(results),
         "requests_per_s": len(results) / elapsed, "errors": dict(errors),
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
         "by_operation": {op: {"requests": sum(1 for r in ok if r[0] == op),

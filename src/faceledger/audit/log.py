@@ -31,7 +31,7 @@ from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from faceledger.gallery.db import advisory_xact_lock
+from faceledger.gallery.db import write_lock
 from faceledger.gallery.outbox import audit_session
 from faceledger.errors import ConfigurationError
 from faceledger.gallery.records import iso
@@ -137,25 +137,27 @@ class AuditLog:
         with self._lock:
             for _ in range(50):  # another process may take the same sequence number first: read again
                 with self.session() as s:
-                    # appenders on every host queue here: the chain order is the order they take this lock in
-                    advisory_xact_lock(s, APPEND_LOCK)
-                    last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
-                                     .limit(1)).first()
-                    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-                    if outbox_token is not None and not s.execute(
-                            delete(AuditOutbox).where(AuditOutbox.token == outbox_token)).rowcount:
-                        return None  # recorded already (by the start-up replay of another process)
-                    row = {**fields, "seq": seq, "prev_hash": prev}
-                    digest = record_hash(row)
-                    s.add(AuditRecord(**row, hash=digest))
-                    seal = seq % self.checkpoint_every == 0 or self._seal_due(s)
-                    if seal:
-                        s.add(AuditCheckpoint(seq=seq, hash=digest, hmac=_seal(self.key, seq, digest), at=fields["at"]))
                     try:
+                        # appenders of every process and host queue here: the chain order is the order they take
+                        # this lock in (the database's write lock on SQLite, an advisory lock on PostgreSQL)
+                        write_lock(s, APPEND_LOCK)
+                        last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
+                                         .limit(1)).first()
+                        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                        seal = seq % self.checkpoint_every == 0 or self._seal_due(s)
+                        if outbox_token is not None and not s.execute(
+                                delete(AuditOutbox).where(AuditOutbox.token == outbox_token)).rowcount:
+                            return None  # recorded already (by the start-up replay of another process)
+                        row = {**fields, "seq": seq, "prev_hash": prev}
+                        digest = record_hash(row)
+                        s.add(AuditRecord(**row, hash=digest))
+                        if seal:
+                            s.add(AuditCheckpoint(seq=seq, hash=digest, hmac=_seal(self.key, seq, digest),
+                                                  at=fields["at"]))
                         s.commit()
                         self.unsealed = not seal
                         return seq
-                    except IntegrityError:
+                    except IntegrityError:  # (a database without such a lock) another appender took ``seq``
                         s.rollback()
             raise RuntimeError("could not append to the audit log: too much contention")
 
@@ -196,6 +198,7 @@ class AuditLog:
     def checkpoint(self) -> dict | None:
         """Seal the chain head now (e.g. before a backup or at shutdown)."""
         with self._lock, self.session() as s:
+            write_lock(s, APPEND_LOCK)  # another process may be sealing or appending to the same head
             last = s.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)).first()
             if last is None or s.get(AuditCheckpoint, last[0]) is not None:
                 return None
