@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -80,6 +81,31 @@ def build_gallery(home: Path, data: Path, subjects: int) -> list[str]:
     g.enroll_templates("load", ids, np.concatenate([real, syn]), [f"{i:064x}" for i in range(len(ids))])
     g.close()
     return mated
+
+
+_engine: FaceEngine | None = None
+
+
+def _init_engine() -> None:
+    global _engine
+    _engine = FaceEngine(Settings(threads=1))
+    _engine.load()
+
+
+def _analyze(images: list[bytes]) -> int:
+    return sum(len(_engine.analyze(raw)) for raw in images)
+
+
+def engine_rate(images: list[bytes], workers: int, rounds: int = 3) -> float:
+    """The engine's own images/s on the probes (decode, detect, align, embed; no HTTP, search or audit), with one
+    process per core as ``bench_engine.py`` runs it: what the service is compared with."""
+    work = images * rounds
+    chunks = [work[i::workers * 4] for i in range(workers * 4)]
+    with ProcessPoolExecutor(workers, initializer=_init_engine) as pool:
+        list(pool.map(_analyze, [images[:5]] * workers))  # warm up every worker
+        start = time.perf_counter()
+        sum(pool.map(_analyze, chunks))
+        return len(work) / (time.perf_counter() - start)
 
 
 async def client_loop(http: httpx.AsyncClient, probes: list[tuple[str, bytes]], until: float, out: list, rng):
@@ -142,6 +168,7 @@ def main() -> None:
         if len(engine.detect(engine.decode(raw))) == 1:
             probes.append((p.split("/")[0], raw))
     probes = probes[:500]
+    raw_rate = engine_rate([raw for _, raw in probes], len(os.sched_getaffinity(0)))
     port = free_port()
     env = {**os.environ, "FACELEDGER_HOME": str(args.work), "FACELEDGER_PORT": str(port),
            "FACELEDGER_IDENTIFY_PER_MINUTE": "1000000", "FACELEDGER_AUDIT_ENABLED": str(not args.no_audit).lower()}
@@ -166,16 +193,17 @@ def main() -> None:
         server.terminate()
         server.wait(30)
         log.close()
-    report(results, memory, elapsed, args)
+    report(results, memory, elapsed, args, raw_rate)
 
 
-def report(results, memory, elapsed, args) -> None:
+def report(results, memory, elapsed, args, raw_rate: float) -> None:
     ok = [r for r in results if r[1] == 200]
     errors = Counter(str(r[1]) for r in results if r[1] != 200)
     lat = np.array([r[2] for r in ok]) if ok else np.array([float("nan")])
     summary = {
         "audit": not args.no_audit, "server_workers": args.server_workers, "clients": args.clients, "seconds": round(elapsed, 1), "subjects": args.subjects, "requests": len(results),
-        "requests_per_s": len(results) / elapsed, "errors": dict(errors),
+        "requests_per_s": len(results) / elapsed, "engine_images_per_s": raw_rate,
+        "service_vs_engine": len(results) / elapsed / raw_rate, "errors": dict(errors),
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
         "by_operation": {op: {"requests": sum(1 for r in ok if r[0] == op),
                               "p50_ms": float(np.percentile([r[2] for r in ok if r[0] == op] or [np.nan], 50)),
@@ -189,6 +217,8 @@ def report(results, memory, elapsed, args) -> None:
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_row("requests/s", f"{summary['requests_per_s']:.1f}")
+    t.add_row("engine alone on the same probes", f"{raw_rate:.1f} images/s (service: "
+              f"{100 * summary['service_vs_engine']:.0f}%)")
     t.add_row("latency p50 / p99", f"{summary['latency_ms']['p50']:.0f} / {summary['latency_ms']['p99']:.0f} ms")
     for op, row in summary["by_operation"].items():
         t.add_row(f"  {op}", f"{row['requests']} ok, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms")

@@ -46,6 +46,61 @@ def test_rate_limits_and_quotas_are_counted_once_across_processes(settings, engi
     a.close(), b.close()
 
 
+def test_the_gallery_size_a_search_uses_follows_every_process_change(settings, engine, tmp_path, database_url):
+    """A search's open-set threshold depends on the collection's size: each process keeps it from the change feed
+    (no count(*) per search), so it must equal SQL's own count after enrolments and erasures made elsewhere, a
+    dropped and re-created collection, and once its full recount is due."""
+    import numpy as np
+    from sqlalchemy import delete, func, select
+
+    from faceledger.gallery import face_counts
+    from faceledger.gallery.schema import Face
+
+    shared = {"database_url": database_url, "audit_key": "k" * 64}
+    a = Faceledger(settings.model_copy(update={"home": tmp_path / "a", **shared}), engine)
+    b = Faceledger(settings.model_copy(update={"home": tmp_path / "b", **shared}), engine)
+    rng = np.random.default_rng(7)
+
+    def templates(n):
+        t = rng.normal(size=(n, engine.recognizer("sface").dim)).astype(np.float32)
+        return t / np.linalg.norm(t, axis=1, keepdims=True)
+
+    def sizes(name):
+        cid = a.gallery.collection(name).id
+        with a.gallery.store.session() as s:
+            truth = s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == cid))
+        return a.gallery.store.face_count(cid), b.gallery.store.face_count(b.gallery.collection(name).id), truth
+
+    a.gallery.create_collection("door", require_consent=False)
+    b.gallery.create_collection("lobby", require_consent=False)
+    assert sizes("door") == (0, 0, 0)
+    a.gallery.enroll_templates("door", ["s1", "s1", "s2"], templates(3), ["a1", "a2", "a3"])
+    b.gallery.enroll_templates("lobby", ["x"] * 4, templates(4), ["b1", "b2", "b3", "b4"])  # another collection
+    assert sizes("door") == (3, 3, 3) and sizes("lobby") == (4, 4, 4)
+    b.gallery.enroll_templates("door", ["s3"] * 5, templates(5), [f"c{i}" for i in range(5)])
+    b.gallery.delete_subject("door", "s1")
+    assert sizes("door") == (6, 6, 6)
+    cid = a.gallery.collection("door").id
+    rows = [r for r in a.gallery.store.face_rows(cid, a.gallery.store.face_ids(cid).tolist()).values()
+            if r.subject_id == "s3"][:2]
+    a.gallery.delete_faces("door", rows)
+    assert sizes("door") == (4, 4, 4)
+    b.gallery.delete_collection("door")
+    a.gallery.create_collection("door", require_consent=False)
+    a.gallery.enroll_templates("door", ["n"], templates(1), ["d1"])
+    assert sizes("door") == (1, 1, 1)
+    # a change made behind the feed's back (by hand in SQL) is seen at the next full count, within REFRESH_S
+    with a.gallery.store.session() as s:
+        s.execute(delete(Face).where(Face.collection_id == a.gallery.collection("door").id))
+        s.commit()
+    assert sizes("door") == (1, 1, 0)
+    later = face_counts.REFRESH_S + 1
+    for fl in (a, b):
+        fl.gallery.store._face_counts._clock = lambda: time.monotonic() + later
+    assert sizes("door") == (0, 0, 0) and sizes("lobby") == (4, 4, 4)
+    a.close(), b.close()
+
+
 def _append(url: str, process: int) -> None:
     engine, session = open_database(url)
     # the service's sealing by time as well: its check reads the log inside the append (serve --workers 2 once

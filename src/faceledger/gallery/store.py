@@ -26,6 +26,7 @@ from faceledger.gallery import outbox
 from faceledger.gallery.face_rows import FaceRows, _consent_columns, _face_ids, _face_info
 from faceledger.gallery.feed import ADD, DROP, REMOVE, record_changes
 from faceledger.gallery.db import BUSY_TIMEOUT_MS, open_database
+from faceledger.gallery.face_counts import FaceCounts
 from faceledger.gallery.records import (
     CollectionInfo,
     CollectionRef,
@@ -51,6 +52,7 @@ class SqlStore(FaceRows):
         outbox.install(self.session)  # every data-changing commit carries its operation's audit intent
         self.cipher = TemplateCipher(parse_key(settings.template_key))
         self._check_template_key()
+        self._face_counts = FaceCounts(self.session)
         # set by a vector store that lives in this database (pgvector): called with (session, collection id, face
         # ids, templates) inside the transaction that adds those faces
         self.vector_writer = None
@@ -169,9 +171,9 @@ class SqlStore(FaceRows):
             return [tuple(r) for r in s.execute(select(Collection.id, Collection.tenant, Collection.name))]
 
     def face_count(self, cid: int) -> int:
-        """How many faces a search of the collection compares the probe with (every face of every subject)."""
-        with self.session() as s:
-            return s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == cid)) or 0
+        """How many faces a search of the collection compares the probe with (every face of every subject); kept
+        from the change feed, not counted each time (see ``face_counts``)."""
+        return self._face_counts(cid)
 
     def collection_sizes(self) -> list[tuple[int, int, int]]:
         """(collection id, subjects, faces) of every collection: gauges labelled by opaque ids."""
