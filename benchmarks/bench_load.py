@@ -62,6 +62,22 @@ def rss_mb(pid: int) -> float:
     return total or float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the server has used: the process and its children, as ``rss_mb``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def build_gallery(home: Path, data: Path, subjects: int) -> list[str]:
     """Fill HOME with a 'load' collection; returns the mated probe images (relative to lfw/)."""
     settings = Settings(home=home)
@@ -138,10 +154,11 @@ async def drive(url: str, key: str, probes, clients: int, seconds: float, pid: i
                 memory.append(rss_mb(pid))
                 await asyncio.sleep(1)
 
-        start = time.perf_counter()
+        start, server_cpu, client_cpu = time.perf_counter(), cpu_s(pid), time.process_time()
         await asyncio.gather(sample(), *(client_loop(http, probes, until, results, rng) for _ in range(clients)))
         elapsed = time.perf_counter() - start
-    return results, memory, elapsed
+        cpu = {"server": cpu_s(pid) - server_cpu, "clients": time.process_time() - client_cpu}
+    return results, memory, elapsed, cpu
 
 
 def main() -> None:
@@ -188,15 +205,15 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.3)
         asyncio.run(drive(url, key, probes, args.clients, 5, server.pid))  # warm-up, not counted
-        results, memory, elapsed = asyncio.run(drive(url, key, probes, args.clients, args.seconds, server.pid))
+        results, memory, elapsed, cpu = asyncio.run(drive(url, key, probes, args.clients, args.seconds, server.pid))
     finally:
         server.terminate()
         server.wait(30)
         log.close()
-    report(results, memory, elapsed, args, raw_rate)
+    report(results, memory, elapsed, cpu, args, raw_rate)
 
 
-def report(results, memory, elapsed, args, raw_rate: float) -> None:
+def report(results, memory, elapsed, cpu, args, raw_rate: float) -> None:
     ok = [r for r in results if r[1] == 200]
     errors = Counter(str(r[1]) for r in results if r[1] != 200)
     lat = np.array([r[2] for r in ok]) if ok else np.array([float("nan")])
@@ -204,6 +221,10 @@ def report(results, memory, elapsed, args, raw_rate: float) -> None:
         "audit": not args.no_audit, "server_workers": args.server_workers, "clients": args.clients, "seconds": round(elapsed, 1), "subjects": args.subjects, "requests": len(results),
         "requests_per_s": len(results) / elapsed, "engine_images_per_s": raw_rate,
         "service_vs_engine": len(results) / elapsed / raw_rate, "errors": dict(errors),
+        # CPU per request: the server's (all its processes) and the load generator's, on the same cores; the
+        # engine alone needs about cores / engine_images_per_s
+        "cpu_ms_per_request": {k: 1000 * v / max(len(results), 1) for k, v in cpu.items()},
+        "engine_cpu_ms_per_image": 1000 * len(os.sched_getaffinity(0)) / raw_rate,
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
         "by_operation": {op: {"requests": sum(1 for r in ok if r[0] == op),
                               "p50_ms": float(np.percentile([r[2] for r in ok if r[0] == op] or [np.nan], 50)),
@@ -219,6 +240,9 @@ def report(results, memory, elapsed, args, raw_rate: float) -> None:
     t.add_row("requests/s", f"{summary['requests_per_s']:.1f}")
     t.add_row("engine alone on the same probes", f"{raw_rate:.1f} images/s (service: "
               f"{100 * summary['service_vs_engine']:.0f}%)")
+    c = summary["cpu_ms_per_request"]
+    t.add_row("CPU per request: server / load generator", f"{c['server']:.1f} / {c['clients']:.1f} ms "
+              f"(engine alone: {summary['engine_cpu_ms_per_image']:.1f} ms an image)")
     t.add_row("latency p50 / p99", f"{summary['latency_ms']['p50']:.0f} / {summary['latency_ms']['p99']:.0f} ms")
     for op, row in summary["by_operation"].items():
         t.add_row(f"  {op}", f"{row['requests']} ok, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms")

@@ -391,3 +391,30 @@ def test_an_ivf_flat_file_of_an_earlier_version_still_loads(tmp_path):
     assert loaded.exact is None and isinstance(loaded.index, faiss.IndexIVFFlat)
     assert np.array_equal(np.sort(loaded.ids()), ids)
     assert loaded.search(vecs[:1], 1)[1][0, 0] == ids[0]
+
+
+def test_a_requests_search_runs_on_one_openmp_thread_and_a_batch_on_every_core():
+    """FAISS's idle OpenMP threads spin after each parallel region: a request's one or few queries run on one
+    thread (the service runs one request per core; this cost 8 ms of CPU per identify on 2 cores), a batch of
+    queries (evaluation) on OpenMP's default."""
+    import threading
+
+    import faiss
+
+    from faceledger.vectors.faiss_index import OMP_THREADS, SMALL_BATCH, FaissIndex
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    index = FaissIndex.flat(16)
+    index.add(np.arange(500), vectors)
+    seen = {}
+
+    def search(n):
+        index.search(vectors[:n], 5)
+        seen[n] = faiss.omp_get_max_threads()  # OpenMP's setting for this thread's next parallel region
+
+    for n in (1, SMALL_BATCH, 100):
+        worker = threading.Thread(target=search, args=(n,))
+        worker.start()
+        worker.join()
+    assert seen == {1: 1, SMALL_BATCH: 1, 100: OMP_THREADS}

@@ -196,10 +196,23 @@ class Calibration:
                 f"{self.weight:,.0f} impostor pairs{' (identity-weighted)' if self.impostor_weight else ''}: "
                 f"{self.resolution:.1g}), and it has no tail model to "
                 f"extrapolate with", lowest_fmr=self.resolution)
+        known = self._extrapolated.get(fmr)
+        if known is not None:
+            return known
         score = max(self.tail.threshold(fmr), self._score_at_resolution)  # raises below the tail's floor
         point = min(self.tail.fmr(score), self.resolution)
-        return Threshold(score, point, EXTRAPOLATED, max(min(self.tail.fmr_upper(score), fmr), point),
-                         self.tail.confidence, fmr)
+        found = Threshold(score, point, EXTRAPOLATED, max(min(self.tail.fmr_upper(score), fmr), point),
+                          self.tail.confidence, fmr)
+        if len(self._extrapolated) >= 4096:
+            self._extrapolated.clear()
+        self._extrapolated[fmr] = found
+        return found
+
+    @functools.cached_property
+    def _extrapolated(self) -> dict[float, Threshold]:
+        """Extrapolated thresholds already worked out (0.5 ms each from the tail model; every search asks for
+        two, for its gallery's size, which changes only when faces are enrolled or erased)."""
+        return {}
 
     def _measured_threshold(self, fmr: float) -> float:
         if fmr in self.thresholds:
