@@ -122,6 +122,30 @@ def store_latency(g: Gallery, cid: int, queries: np.ndarray, k: int = 10) -> tup
     return np.array(times), np.array(top)
 
 
+def size_latency(g: Gallery, cid: int, repeats: int = 50) -> dict:
+    """The gallery size every search's open-set policy needs: ``count(*)`` over the collection (what each search
+    did before) and the store's count kept from the change feed (what it does now), p50 / max ms."""
+    from sqlalchemy import func, select
+
+    from faceledger.gallery.schema import Face
+
+    def timed(fn) -> list[float]:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        return times
+
+    def count_star() -> int:
+        with g.store.session() as s:
+            return s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == cid))
+
+    g.store.face_count(cid)  # its one full count
+    return {name: {"p50_ms": float(np.percentile(ms, 50)), "max_ms": float(np.max(ms))}
+            for name, ms in (("count_star", timed(count_star)), ("feed_kept", timed(lambda: g.store.face_count(cid))))}
+
+
 def sweep_row(ms: np.ndarray, top: np.ndarray, truth_ids: np.ndarray, decisive: np.ndarray) -> dict:
     hit = top == truth_ids
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
@@ -327,6 +351,7 @@ def bench_faiss(args, settings: Settings, engine: FaceEngine, all_ids, all_vecs,
     results["ivf_sweep"] = sweep
     ivf.nprobe = default_nprobe
     results["store_default"] = sweep_row(*store_latency(g, 1, queries), face_id_of_row[truth_rows], decisive)
+    results["gallery_size"] = size_latency(g, 1)
     results["rss_mb_after_build"] = rss_mb()
     results["rss_mb_after_load"] = rss_after_load
     g.close()
@@ -380,6 +405,10 @@ def print_faiss(r: dict) -> None:
     t.add_row("memory after build (RSS)", f"{r['rss_mb_after_build']:,.0f} MB")
     t.add_row("persisted index file", f"{r['index_file_mb']:,.0f} MB")
     t.add_row("start-up with persisted index", f"{r['startup']['startup_s']:.2f} s")
+    if "gallery_size" in r:
+        z = r["gallery_size"]
+        t.add_row("gallery size for a search's policy: count(*) / kept from the change feed (p50)",
+                  f"{z['count_star']['p50_ms']:.1f} / {z['feed_kept']['p50_ms']:.2f} ms")
     console.print(t)
     s = Table(title=f"IVF ({r['ivf_nlist']} lists): nprobe vs latency (top-10, one thread), recall@1 against exact")
     for col in ("nprobe", "p50 ms", "p99 ms", "recall@1 (all queries)",
