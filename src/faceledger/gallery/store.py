@@ -351,9 +351,11 @@ class SqlStore(FaceRows):
             return list(s.scalars(select(Collection.id).order_by(Collection.id)))
 
     def face_ids(self, collection_id: int) -> np.ndarray:
-        with self.db.connect() as conn:  # Core rows, not ORM ones: a million ids at start-up
+        with self.db.connect() as conn:  # a million ids at start-up: fetched by the DB-API cursor itself, since
+            # SQLAlchemy's per-row processing cost 1.5 s of a 1M-face start-up (an integer column needs none)
             result = conn.execute(select(Face.id).where(Face.collection_id == collection_id))
-            return np.fromiter(result.scalars(), np.int64)
+            rows = result.cursor.fetchall()
+            return np.array(rows, np.int64).reshape(-1)
 
     # ------------------------------------------------------------------ usage counters (rate limits, quotas)
     def count_use(self, name: str, period: int, limit: int) -> bool:

