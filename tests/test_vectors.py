@@ -418,3 +418,34 @@ def test_a_requests_search_runs_on_one_openmp_thread_and_a_batch_on_every_core()
         worker.start()
         worker.join()
     assert seen == {1: 1, SMALL_BATCH: 1, 100: OMP_THREADS}
+
+
+def test_ivf_layout_and_the_share_of_lists_a_search_visits(tmp_path):
+    """This version's IVF: 2·√n lists coded without residuals, 1/4 of them searched, also once saved and loaded; an
+    index of the earlier layout (16·√n lists, a file without a layout) keeps the 1/8 it was measured with;
+    FACELEDGER_IVF_PROBE_FRACTION overrides both."""
+    import faiss
+
+    from faceledger.vectors.faiss_index import FaissIndex
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(4000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    new = FaissIndex.ivf(vectors)
+    ivf = faiss.extract_index_ivf(new.index)
+    assert ivf.nlist == int(2 * np.sqrt(4000)) and not ivf.by_residual and ivf.nprobe == round(ivf.nlist / 4)
+    new.add(np.arange(4000), vectors)
+    assert (new.search(vectors[:50], 1)[1][:, 0] == np.arange(50)).mean() >= 0.95
+    new.save(tmp_path / "c.faiss", {"collection_id": 1})
+    loaded, meta = FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
+    assert meta["layout"] == 2 and faiss.extract_index_ivf(loaded.index).nprobe == round(ivf.nlist / 4)
+    meta_file = tmp_path / "c.json"
+    meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "layout"}))
+    legacy, _ = FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
+    assert faiss.extract_index_ivf(legacy.index).nprobe == round(ivf.nlist / 8)
+
+    old = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(16), 16, 1000, 8, 4, faiss.METRIC_INNER_PRODUCT)  # 16·√n lists
+    old.train(vectors)
+    assert faiss.extract_index_ivf(FaissIndex(old, "ivf").index).nprobe == 125
+    assert faiss.extract_index_ivf(FaissIndex(old, "ivf", 0.5).index).nprobe == 500
+    assert faiss.extract_index_ivf(FaissIndex.ivf(vectors, probe_fraction=0.5).index).nprobe == round(ivf.nlist / 2)

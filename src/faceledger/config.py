@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     ivf_threshold: int = Field(200_000, ge=1, description="Collections this large use an IVF index, smaller ones exact search.")
     plaintext_vectors_accepted: bool = Field(False, description="Let a store that searches plaintext vectors (pgvector) run with a template key set: its copy of the templates is not encrypted.")
     vector_sync_interval: float = Field(0.0, ge=0, description="Seconds between a process's checks of the change feed (other processes' enrolments and erasures); 0: before every search.")
-    ivf_probe_fraction: float = Field(0.125, gt=0, le=1, description="Share of IVF lists searched per query (recall vs speed, see benchmarks).")
+    ivf_probe_fraction: float | None = Field(None, gt=0, le=1, description="Share of IVF lists searched per query (recall vs speed, see benchmarks); default: each store's measured share (faiss 1/4 of its 2·√n lists, pgvector 1/8).")
 
     # open-set policy (1:N searches)
     default_target_fpir: float = Field(1e-3, gt=0, le=0.5, description="Target FPIR of new collections: the chance that a search for someone not enrolled returns a match, at any gallery size.")

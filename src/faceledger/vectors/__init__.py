@@ -15,7 +15,7 @@ STORES = ("faiss", "pgvector", "milvus")
 
 def open_vector_store(name: str, *, source: TemplateSource, dim: int, directory: Path, cipher=None,
                       integrity_key: bytes | None = None, ivf_threshold: int = 200_000,
-                      probe_fraction: float = 0.125, sync_interval: float = 0.0,
+                      probe_fraction: float | None = None, sync_interval: float = 0.0,
                       plaintext_accepted: bool = False) -> VectorStore:
     """The vector store the configuration names: ``faiss`` (the embedded default), ``pgvector`` (in the PostgreSQL
     database), ``milvus`` or ``milvus://host:port``.
@@ -40,7 +40,8 @@ def open_vector_store(name: str, *, source: TemplateSource, dim: int, directory:
 
         # "pgvector" (IVFFlat, chosen by measurement at a million faces: README), "pgvector:ivfflat", "pgvector:hnsw"
         index = name.split(":", 1)[1] if ":" in name else "ivfflat"
-        return PgVectorStore(source, dim, source.db, index=index, probe_fraction=probe_fraction)
+        return PgVectorStore(source, dim, source.db, index=index, **({"probe_fraction": probe_fraction}
+                                                                     if probe_fraction else {}))
     if kind == "milvus":  # "milvus" (127.0.0.1:19530) or "milvus://host:port"
         from faceledger.vectors.milvus_store import MilvusVectorStore
 

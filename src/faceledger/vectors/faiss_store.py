@@ -42,7 +42,7 @@ class FaissVectorStore:
 
     def __init__(self, source: TemplateSource, dim: int, directory: Path, *, cipher=None,
                  integrity_key: bytes | None = None, ivf_threshold: int = 200_000,
-                 probe_fraction: float = 0.125, sync_interval: float = 0.0) -> None:
+                 probe_fraction: float | None = None, sync_interval: float = 0.0) -> None:
         self.source = source
         self.sync_interval = sync_interval
         self._position: int | None = None  # the last change feed number applied (None: not started)

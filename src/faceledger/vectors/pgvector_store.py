@@ -36,7 +36,7 @@ EF_SEARCH = 100
 INDEXES = ("hnsw", "ivfflat")
 HNSW_INDEX = "CREATE INDEX face_vectors_hnsw ON face_vectors USING hnsw (embedding vector_ip_ops)"  # m 16, ef_c 64
 IVF_MIN_ROWS = 50_000  # below this, no IVF index: the planner scans the collection exactly (about 7 ms at 20,000)
-PROBE_FRACTION = 0.125  # share of the IVF lists searched (FACELEDGER_IVF_PROBE_FRACTION, as the faiss store)
+PROBE_FRACTION = 0.125  # share of the IVF lists searched unless FACELEDGER_IVF_PROBE_FRACTION says otherwise
 
 
 def ivf_lists(rows: int) -> int:
