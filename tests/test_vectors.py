@@ -443,6 +443,10 @@ def test_ivf_layout_and_the_share_of_lists_a_search_visits(tmp_path):
     meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "layout"}))
     legacy, _ = FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
     assert faiss.extract_index_ivf(legacy.index).nprobe == round(ivf.nlist / 8)
+    for odd in ([2], "2", 7):  # the layout is not under the file's MAC: anything unknown reads as the earlier one
+        meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "layout": odd}))
+        odd_layout, _ = FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
+        assert faiss.extract_index_ivf(odd_layout.index).nprobe == round(ivf.nlist / 8)
 
     old = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(16), 16, 1000, 8, 4, faiss.METRIC_INNER_PRODUCT)  # 16·√n lists
     old.train(vectors)

@@ -40,8 +40,7 @@ def open_vector_store(name: str, *, source: TemplateSource, dim: int, directory:
 
         # "pgvector" (IVFFlat, chosen by measurement at a million faces: README), "pgvector:ivfflat", "pgvector:hnsw"
         index = name.split(":", 1)[1] if ":" in name else "ivfflat"
-        return PgVectorStore(source, dim, source.db, index=index, **({"probe_fraction": probe_fraction}
-                                                                     if probe_fraction else {}))
+        return PgVectorStore(source, dim, source.db, index=index, probe_fraction=probe_fraction)
     if kind == "milvus":  # "milvus" (127.0.0.1:19530) or "milvus://host:port"
         from faceledger.vectors.milvus_store import MilvusVectorStore
 

@@ -49,7 +49,7 @@ class FaissIndex:
         self._lock = threading.RLock()
         if kind == "ivf":
             ivf = faiss.extract_index_ivf(index)
-            ivf.nprobe = max(1, round(ivf.nlist * (probe_fraction or PROBE_FRACTION.get(layout, 0.125))))
+            ivf.nprobe = max(1, round(ivf.nlist * (probe_fraction or PROBE_FRACTION[layout])))
 
     @classmethod
     def flat(cls, dim: int) -> FaissIndex:
@@ -60,11 +60,11 @@ class FaissIndex:
         """A compressed IVF index (IVF-PQ fast-scan, exact re-ranking) trained on ``vectors`` (the templates it
         will hold, or a sample of them); IVF-Flat where the dimension is odd.
 
-        2·√n lists, codes of the templates themselves (not of their residuals: one lookup table per
-        query instead of one per list), and a search visits ``probe_fraction`` of the lists (default
-        1/4). Measured on a million 128-d templates on the AMD machine, the index alone, one thread:
-        2,000 lists, 1/4 probed: recall@1 0.995 against exact search at p99 2.3 ms, trained in 9 s;
-        the earlier 16,000 residual-coded lists, 1/8 probed: the same recall at p99 3.7 ms, 148 s.
+        2·√n lists, codes of the templates themselves (FAISS's default for fast-scan, stated here; residual
+        codes measured no better at 2,000 lists), and a search visits ``probe_fraction`` of the lists
+        (default 1/4). Measured on a million 128-d templates on the AMD machine, the index alone, one
+        thread: 2,000 lists, 1/4 probed: recall@1 0.995 against exact search at p99 2.3 ms, trained in
+        9 s; the earlier layout, 16,000 lists, 1/8 probed: the same recall at p99 4.7 ms, 148 s.
         Face templates are spread out, so coarser settings lose the true neighbour far more often
         than on the usual ANN benchmarks (2,000 lists, 1/8 probed: 0.976).
         """
@@ -182,8 +182,10 @@ class FaissIndex:
             raise persist.IndexRejected(f"index file does not hold a {meta['kind']} index")
         if index.d != meta["dim"] or index.ntotal != meta["count"] or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise persist.IndexRejected("index file does not match its metadata (dim, count or metric)")
-        # (the layout is not covered by the file's MAC: it only chooses between the measured shares of lists)
-        layout = meta.get("layout") if meta.get("layout") in PROBE_FRACTION else 1
+        # (the layout is not covered by the file's MAC: it only chooses between the measured shares of lists, and
+        # anything but a known layout number reads as the earlier layout)
+        layout = meta.get("layout")
+        layout = layout if type(layout) is int and layout in PROBE_FRACTION else 1
         return cls(index, meta["kind"], probe_fraction, exact, layout=layout), meta
 
 

@@ -73,14 +73,14 @@ class PgVectorStore:
     name = "pgvector"
 
     def __init__(self, source, dim: int, engine: Engine, *, ef_search: int = EF_SEARCH, index: str = "ivfflat",
-                 probe_fraction: float = PROBE_FRACTION) -> None:
+                 probe_fraction: float | None = None) -> None:
         if engine.dialect.name != "postgresql":
             raise ConfigurationError("the pgvector store needs FACELEDGER_DATABASE_URL to be a PostgreSQL database",
                                      store="pgvector")
         if index not in INDEXES:
             raise ConfigurationError(f"pgvector index is one of {', '.join(INDEXES)}", store=f"pgvector:{index}")
         self.index = index
-        self.probe_fraction = probe_fraction
+        self.probe_fraction = probe_fraction or PROBE_FRACTION
         self.lists, self.probes = 0, 1
         self.source = source
         self.dim = dim
