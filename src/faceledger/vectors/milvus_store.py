@@ -44,6 +44,10 @@ HWM_KEY = "milvus_applied_seq"
 # seconds a Milvus call may take, retries included (an int: pymilvus ignores a float): an unreachable Milvus fails
 # the call instead of hanging it for minutes
 TIMEOUT = 10
+# seconds start-up waits for Milvus: one that has just restarted may take tens of seconds to load its collection and
+# serve a Strong query (measured on 2 cores after kill -9: restarts of 8-54 s, then a load of up to 28 s; a Strong
+# count passed 10 s once in CI), and start-up is where waiting for it is right
+STARTUP_TIMEOUT = 180
 
 
 class MilvusVectorStore:
@@ -81,10 +85,10 @@ class MilvusVectorStore:
                                          num_partitions=PARTITIONS)
             self.collection.create_index("embedding", {"index_type": "IVF_FLAT", "metric_type": "IP",
                                                        "params": {"nlist": NLIST}})
-        self.collection.load(timeout=60)
+        self.collection.load(timeout=STARTUP_TIMEOUT)
 
     # ------------------------------------------------------------------ the outbox: SQL's change feed
-    def sync(self, *, force: bool = False) -> int:
+    def sync(self, *, force: bool = False, timeout: int = TIMEOUT) -> int:
         """Replay the change feed into Milvus from this process's position; returns the changes applied."""
         if not force and time.monotonic() - self._synced_at < self.sync_interval:
             return 0
@@ -101,38 +105,38 @@ class MilvusVectorStore:
                     if op == "add":
                         added.setdefault(cid, []).append(face_id)
                     elif op == "remove":
-                        self._delete(f"face_id in [{int(face_id)}]")
+                        self._delete(f"face_id in [{int(face_id)}]", timeout)
                     elif op == "drop":
-                        self._delete(f"collection_id == {int(cid)}")
+                        self._delete(f"collection_id == {int(cid)}", timeout)
                 for cid, ids in added.items():
                     ids = [i for i in ids if i not in self._mine]
                     self._mine.difference_update(added[cid])
                     if ids:
                         ids, vectors = self.source.existing_vectors(cid, ids)  # not erased since
                         if len(ids):
-                            self._upsert(cid, ids, vectors)
+                            self._upsert(cid, ids, vectors, timeout)
                 self._position = changes[-1][0]
                 self.source.raise_meta_int(HWM_KEY, self._position)  # Milvus has taken everything up to here
                 applied += len(changes)
             self._synced_at = time.monotonic()
         return applied
 
-    def _upsert(self, cid: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def _upsert(self, cid: int, ids: np.ndarray, vectors: np.ndarray, timeout: int = TIMEOUT) -> None:
         """Write faces idempotently: delete, then insert. (Milvus 2.3.5's ``upsert`` put rows where a search
         filtered on the partition key did not find them: measured, 1 of 6 faces found.)"""
         for start in range(0, len(ids), 10_000):
             chunk = [int(i) for i in ids[start:start + 10_000]]
-            self._delete(f"face_id in [{', '.join(map(str, chunk))}]")
+            self._delete(f"face_id in [{', '.join(map(str, chunk))}]", timeout)
             self.collection.insert([chunk, [int(cid)] * len(chunk), np.asarray(vectors[start:start + 10_000],
-                                                                                 np.float32)], timeout=TIMEOUT)
+                                                                                 np.float32)], timeout=timeout)
 
-    def _delete(self, expr: str) -> None:
-        self.collection.delete(expr, timeout=TIMEOUT)
+    def _delete(self, expr: str, timeout: int = TIMEOUT) -> None:
+        self.collection.delete(expr, timeout=timeout)
 
     # ------------------------------------------------------------------ VectorStore
     def startup(self) -> dict[int, dict]:
-        self.sync(force=True)
-        return {cid: self.check(cid) for cid in self.source.collection_ids()}
+        self.sync(force=True, timeout=STARTUP_TIMEOUT)
+        return {cid: self.check(cid, timeout=STARTUP_TIMEOUT) for cid in self.source.collection_ids()}
 
     def load(self, collection_id: int) -> None:
         self.sync()
@@ -179,10 +183,10 @@ class MilvusVectorStore:
                 ids[row, col], scores[row, col] = hit.id, hit.distance
         return scores, ids
 
-    def count(self, collection_id: int, consistency: str = CONSISTENCY) -> int:
-        self.sync()
+    def count(self, collection_id: int, consistency: str = CONSISTENCY, timeout: int = TIMEOUT) -> int:
+        self.sync(timeout=timeout)
         rows = self.collection.query(f"collection_id == {int(collection_id)}", output_fields=["count(*)"],
-                                     consistency_level=consistency, timeout=TIMEOUT)
+                                     consistency_level=consistency, timeout=timeout)
         return int(rows[0]["count(*)"]) if rows else 0
 
     def contains(self, collection_id: int, ids: np.ndarray) -> np.ndarray:
@@ -195,25 +199,25 @@ class MilvusVectorStore:
         held = {int(r["face_id"]) for r in rows}
         return np.array([int(i) in held for i in ids], bool)
 
-    def check(self, collection_id: int) -> dict:
+    def check(self, collection_id: int, timeout: int = TIMEOUT) -> dict:
         """Compare Milvus' count with SQL's (not every id: impractical at scale); write the collection again if they
         disagree."""
         truth = len(self.source.face_ids(collection_id))
-        held = self.count(collection_id, consistency="Strong")
+        held = self.count(collection_id, consistency="Strong", timeout=timeout)
         if held == truth:
             return {"source": "milvus", "count": held, "added": 0, "removed": 0}
         log.warning("collection %s: Milvus holds %d faces, SQL %d; writing it again", collection_id, held, truth)
-        result = self.rebuild(collection_id)
+        result = self.rebuild(collection_id, timeout)
         return {"source": "milvus (rewritten)", "count": result["count"], "added": max(truth - held, 0),
                 "removed": max(held - truth, 0)}
 
-    def rebuild(self, collection_id: int) -> dict:
-        self.drop(collection_id)
+    def rebuild(self, collection_id: int, timeout: int = TIMEOUT) -> dict:
+        self._delete(f"collection_id == {int(collection_id)}", timeout)
         ids, vectors = self.source.all_vectors(collection_id)
         if vectors is not None and len(ids):
-            self._upsert(collection_id, ids, vectors)
-        self.collection.compact(timeout=TIMEOUT)
-        return {"kind": "milvus IVF_FLAT", "count": self.count(collection_id, consistency="Strong")}
+            self._upsert(collection_id, ids, vectors, timeout)
+        self.collection.compact(timeout=timeout)
+        return {"kind": "milvus IVF_FLAT", "count": self.count(collection_id, consistency="Strong", timeout=timeout)}
 
     def reset(self) -> None:
         pass  # plaintext in Milvus: a new template key changes nothing here
