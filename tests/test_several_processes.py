@@ -101,6 +101,88 @@ def test_the_gallery_size_a_search_uses_follows_every_process_change(settings, e
     a.close(), b.close()
 
 
+
+def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(settings, engine, tmp_path, database_url,
+                                                                              monkeypatch):
+    """The change feed is what every process counts the gallery from and replays into its vector store, so an
+    erasure must record the faces it deleted, no more and no fewer: a second erasure of the same face (a client's
+    retry, another worker) finds it gone instead of recording it again; an enrolment into a subject committed while
+    the subject is being erased is erased with it and recorded. The last two are interposed on SQLite, which reads
+    outside the write transaction; on PostgreSQL the rows are locked first, so the other call waits for this one."""
+    import numpy as np
+    from sqlalchemy import func, select
+
+    from faceledger.errors import AlreadyExists, NotFound
+    from faceledger.gallery import face_rows as face_rows_module
+    from faceledger.gallery import store as store_module
+    from faceledger.gallery.schema import Face, FaceChange
+
+    shared = {"database_url": database_url, "audit_key": "k" * 64}
+    a = Faceledger(settings.model_copy(update={"home": tmp_path / "a", **shared}), engine)
+    b = Faceledger(settings.model_copy(update={"home": tmp_path / "b", **shared}), engine)
+    rng = np.random.default_rng(3)
+
+    def templates(n):
+        t = rng.normal(size=(n, engine.recognizer("sface").dim)).astype(np.float32)
+        return t / np.linalg.norm(t, axis=1, keepdims=True)
+
+    def feed_and_sizes(cid):
+        with a.gallery.store.session() as s:
+            truth = s.scalar(select(func.count()).select_from(Face).where(Face.collection_id == cid))
+            removed = sorted(s.scalars(select(FaceChange.face_id).where(FaceChange.collection_id == cid,
+                                                                        FaceChange.op == "remove")))
+        return removed, (a.gallery.store.face_count(cid), b.gallery.store.face_count(cid), truth)
+
+    a.gallery.create_collection("door", require_consent=False)
+    a.gallery.enroll_templates("door", ["s1", "s1", "s2"], templates(3), ["a1", "a2", "a3"])
+    cid = a.gallery.collection("door").id
+    first = int(a.gallery.store.face_ids(cid).min())
+    assert feed_and_sizes(cid) == ([], (3, 3, 3))
+
+    real_delete, interposed = store_module.delete, []
+
+    def interpose(action):
+        def delete(entity, *args, **kwargs):  # just before this call's DELETE of faces, another call commits
+            if entity is Face and not interposed:
+                interposed.append(True)
+                action()
+            return real_delete(entity, *args, **kwargs)
+        monkeypatch.setattr(store_module, "delete", delete)
+
+    interpose(lambda: b.gallery.delete_face("door", "s1", first))
+    with pytest.raises(NotFound):
+        a.gallery.delete_face("door", "s1", first)
+    assert interposed and feed_and_sizes(cid) == ([first], (2, 2, 2))
+
+    if not database_url.startswith("sqlite"):  # PostgreSQL: the rows are locked first, so the other call waits
+        a.close(), b.close()
+        return
+    # several faces at once (the face-level front ends): one of them erased meanwhile -> refused, nothing erased
+    a.gallery.enroll_templates("door", ["s3", "s3"], templates(2), ["c1", "c2"])
+    rows = [r for r in a.gallery.store.face_rows(cid, a.gallery.store.face_ids(cid).tolist()).values()
+            if r.subject_id == "s3"]
+    interposed.clear()
+    monkeypatch.setattr(store_module, "delete", real_delete)
+    real_rows_delete = face_rows_module.delete
+
+    def rows_delete(entity, *args, **kwargs):
+        if entity is Face and not interposed:
+            interposed.append(True)
+            b.gallery.delete_face("door", "s3", rows[0].face.face_id)
+        return real_rows_delete(entity, *args, **kwargs)
+    monkeypatch.setattr(face_rows_module, "delete", rows_delete)
+    with pytest.raises(AlreadyExists):
+        a.gallery.delete_faces("door", rows)
+    monkeypatch.setattr(face_rows_module, "delete", real_rows_delete)
+    assert interposed and feed_and_sizes(cid) == ([first, rows[0].face.face_id], (3, 3, 3))
+
+    interposed.clear()
+    interpose(lambda: b.gallery.enroll_templates("door", ["s2"], templates(1), ["late"]))
+    receipt = a.gallery.delete_subject("door", "s2")
+    assert interposed and len(receipt.face_ids) == 2
+    assert feed_and_sizes(cid) == (sorted([first, rows[0].face.face_id, *receipt.face_ids]), (2, 2, 2))
+    a.close(), b.close()
+
 def _append(url: str, process: int) -> None:
     engine, session = open_database(url)
     # the service's sealing by time as well: its check reads the log inside the append (serve --workers 2 once

@@ -149,9 +149,14 @@ class FaceRows:
         ALREADY_EXISTS, nothing erased); the subjects named in ``drop_empty`` go too when left without a face."""
         with self.session() as s:
             _still_owned(s, c.id, owners)
-            s.execute(delete(Face).where(Face.collection_id == c.id, Face.id.in_([int(i) for i in face_ids])))
+            wanted = {int(i) for i in face_ids}
+            deleted = s.scalars(delete(Face).where(Face.collection_id == c.id, Face.id.in_(wanted))
+                                .returning(Face.id)).all()
+            if len(deleted) != len(wanted):  # erased by a concurrent call since the check (SQLite reads unlocked)
+                raise AlreadyExists("the faces changed during this operation (moved or erased by another call): "
+                                    "send it again")
             self._drop_if_empty(s, c.id, drop_empty)
-            record_changes(s, c.id, REMOVE, face_ids)
+            record_changes(s, c.id, REMOVE, sorted(wanted))
             s.commit()
 
     def rename_subject(self, c: CollectionRef, old: str, new: str) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from faceledger.config import Settings, get_settings
 from faceledger.errors import AlreadyExists, IncompatibleTemplates, InvalidArgument, NotCalibrated, NotFound
@@ -220,7 +221,7 @@ class Gallery:
                     c, subject_id, prepared, model_id=self.engine.model_id, display_name=display_name,
                     metadata=metadata, consent=consent)
                 break
-            except IntegrityError:
+            except (IntegrityError, StaleDataError):  # or erased it meanwhile: the retry enrols it anew
                 if attempt:
                     raise
         if new_ids:  # nothing fallible runs between the commit and this add

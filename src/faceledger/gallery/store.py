@@ -233,24 +233,31 @@ class SqlStore(FaceRows):
             return self._subject_info(s, subject)
 
     def delete_subject(self, c: CollectionRef, subject_id: str) -> list[int]:
-        """Delete a subject and its faces in one transaction; returns the face ids."""
+        """Delete a subject and its faces in one transaction; returns the face ids.
+
+        The change feed (and so every gallery count and vector store) gets exactly the faces this call deleted: the
+        ids come from the DELETE itself, not from an earlier read, so a face enrolled meanwhile is not left out and a
+        concurrent erasure of the same subject is not counted twice (it finds the subject gone: NotFound). On
+        PostgreSQL the subject's row is locked first, so an enrolment into it waits, then enrols anew."""
         with self.session() as s:
-            subject = self._subject(s, c, subject_id)
-            face_ids = list(s.scalars(select(Face.id).where(Face.subject_id == subject.id)).all())
-            s.execute(delete(Face).where(Face.subject_id == subject.id))
-            s.delete(subject)
+            subject = self._subject(s, c, subject_id, lock=True)
+            face_ids = list(s.scalars(delete(Face).where(Face.subject_id == subject.id).returning(Face.id)).all())
+            if not s.execute(delete(Subject).where(Subject.id == subject.id)).rowcount:
+                raise NotFound(f"subject '{subject_id}' not found in '{c.name}'", subject_id=subject_id)
             record_changes(s, c.id, REMOVE, face_ids)
             s.commit()
-        return face_ids
+        return sorted(face_ids)
 
     def delete_face(self, c: CollectionRef, subject_id: str, face_id: int) -> None:
         with self.session() as s:
             subject = self._subject(s, c, subject_id)
-            # an id beyond the column's range (32-bit on PostgreSQL) names no face: never ask the database
-            face = s.get(Face, face_id) if 1 <= face_id <= MAX_ROW_ID else None
-            if face is None or face.subject_id != subject.id:
+            # an id beyond the column's range (32-bit on PostgreSQL) names no face: never ask the database. The
+            # DELETE says whether this call erased it (a concurrent erasure of the same face: NotFound, not a second
+            # REMOVE in the feed)
+            deleted = s.scalars(delete(Face).where(Face.id == face_id, Face.subject_id == subject.id)
+                                .returning(Face.id)).all() if 1 <= face_id <= MAX_ROW_ID else []
+            if not deleted:
                 raise NotFound(f"face {face_id} not found for subject '{subject_id}'", face_id=face_id)
-            s.delete(face)
             record_changes(s, c.id, REMOVE, [face_id])
             s.commit()
 
@@ -505,8 +512,9 @@ class SqlStore(FaceRows):
         return c
 
     @staticmethod
-    def _subject(s: Session, c: CollectionRef, subject_id: str) -> Subject:
-        subject = s.scalar(select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id))
+    def _subject(s: Session, c: CollectionRef, subject_id: str, *, lock: bool = False) -> Subject:
+        query = select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id)
+        subject = s.scalar(query.with_for_update() if lock else query)  # FOR UPDATE: PostgreSQL (SQLite ignores it)
         if subject is None:
             raise NotFound(f"subject '{subject_id}' not found in '{c.name}'", subject_id=subject_id)
         return subject
