@@ -396,7 +396,8 @@ def test_an_ivf_flat_file_of_an_earlier_version_still_loads(tmp_path):
 def test_a_requests_search_runs_on_one_openmp_thread_and_a_batch_on_every_core():
     """FAISS's idle OpenMP threads spin after each parallel region: a request's one or few queries run on one
     thread (the service runs one request per core; this cost 8 ms of CPU per identify on 2 cores), a batch of
-    queries (evaluation) on OpenMP's default."""
+    queries (evaluation) on OpenMP's default; afterwards the thread is back on the default, so its later adds and
+    trainings use every core."""
     import threading
 
     import faiss
@@ -407,17 +408,31 @@ def test_a_requests_search_runs_on_one_openmp_thread_and_a_batch_on_every_core()
     vectors = rng.normal(size=(500, 16)).astype(np.float32)
     index = FaissIndex.flat(16)
     index.add(np.arange(500), vectors)
-    seen = {}
+    during, after = {}, {}
+
+    class Watched:  # OpenMP's setting for the thread's parallel regions while FAISS searches
+        def __init__(self, inner):
+            self.inner = inner
+
+        def search(self, queries, k):
+            during[len(queries)] = faiss.omp_get_max_threads()
+            return self.inner.search(queries, k)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    index.index = Watched(index.index)
 
     def search(n):
         index.search(vectors[:n], 5)
-        seen[n] = faiss.omp_get_max_threads()  # OpenMP's setting for this thread's next parallel region
+        after[n] = faiss.omp_get_max_threads()
 
     for n in (1, SMALL_BATCH, 100):
         worker = threading.Thread(target=search, args=(n,))
         worker.start()
         worker.join()
-    assert seen == {1: 1, SMALL_BATCH: 1, 100: OMP_THREADS}
+    assert during == {1: 1, SMALL_BATCH: 1, 100: OMP_THREADS}
+    assert after == {1: OMP_THREADS, SMALL_BATCH: OMP_THREADS, 100: OMP_THREADS}
 
 
 def test_ivf_layout_and_the_share_of_lists_a_search_visits(tmp_path):

@@ -112,13 +112,16 @@ class FaissIndex:
         # A request's few queries run on one OpenMP thread: the service already runs one request per core, and
         # FAISS's idle OpenMP threads spin after each parallel region (8 ms of CPU per identify on 2 cores at
         # 10,000 faces, for no gain in latency). Batches (evaluation) use every core. OpenMP keeps the setting
-        # per calling thread, so it is set on each search.
+        # per calling thread: it is restored afterwards, so the thread's later adds and trainings use every core.
         faiss.omp_set_num_threads(1 if len(vectors) <= SMALL_BATCH else OMP_THREADS)
-        with self._lock:
-            if self.exact is None:
-                return self.index.search(vectors, k)
-            _, candidates = self.index.search(vectors, max(k, RERANK))
-            return self._rerank(vectors, candidates, k)
+        try:
+            with self._lock:
+                if self.exact is None:
+                    return self.index.search(vectors, k)
+                _, candidates = self.index.search(vectors, max(k, RERANK))
+                return self._rerank(vectors, candidates, k)
+        finally:
+            faiss.omp_set_num_threads(OMP_THREADS)
 
     def _rerank(self, vectors: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` of each query's candidates by exact inner product (FAISS's padding: -inf scores, id -1)."""
