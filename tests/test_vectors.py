@@ -438,9 +438,10 @@ def test_a_requests_search_runs_on_one_openmp_thread_and_a_batch_on_every_core()
 def test_ivf_layout_and_the_share_of_lists_a_search_visits(tmp_path):
     """This version's IVF: 2·√n lists coded without residuals, 1/4 of them searched, also once saved and loaded; an
     index of the earlier layout (16·√n lists, a file without a layout) keeps the 1/8 it was measured with;
-    FACELEDGER_IVF_PROBE_FRACTION overrides both."""
+    FACELEDGER_IVF_PROBE_FRACTION overrides both. The layout is under the file's MAC (format v3); v2 files are read."""
     import faiss
 
+    from faceledger.vectors import persist
     from faceledger.vectors.faiss_index import FaissIndex
 
     rng = np.random.default_rng(5)
@@ -454,14 +455,23 @@ def test_ivf_layout_and_the_share_of_lists_a_search_visits(tmp_path):
     new.save(tmp_path / "c.faiss", {"collection_id": 1})
     loaded, meta = FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
     assert meta["layout"] == 2 and faiss.extract_index_ivf(loaded.index).nprobe == round(ivf.nlist / 4)
-    meta_file = tmp_path / "c.json"
-    meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "layout"}))
-    legacy, _ = FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
-    assert faiss.extract_index_ivf(legacy.index).nprobe == round(ivf.nlist / 8)
-    for odd in ([2], "2", 7):  # the layout is not under the file's MAC: anything unknown reads as the earlier one
-        meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "layout": odd}))
-        odd_layout, _ = FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
-        assert faiss.extract_index_ivf(odd_layout.index).nprobe == round(ivf.nlist / 8)
+    meta_file, saved = tmp_path / "c.json", json.loads((tmp_path / "c.json").read_text())
+    for edited in ({k: v for k, v in saved.items() if k != "layout"}, {**saved, "layout": 1}):  # under the MAC
+        meta_file.write_text(json.dumps(edited))
+        with pytest.raises(persist.IndexRejected):
+            FaissIndex.load(tmp_path / "c.faiss", None, {"collection_id": 1, "dim": 16})
+
+    def v2_file(**layout):  # as written before the layout was bound: without one, or with one outside the MAC
+        meta = {"collection_id": 1, "kind": "ivf", "count": 4000, "dim": 16, "encrypted": False,
+                "format": "faceledger-index-v2", "auth": "sha256"}
+        meta["mac"] = persist._mac(None, persist._header(meta), (tmp_path / "c.faiss").read_bytes())
+        meta_file.write_text(json.dumps({**meta, **layout}))
+        return faiss.extract_index_ivf(FaissIndex.load(tmp_path / "c.faiss", None,
+                                                       {"collection_id": 1, "dim": 16})[0].index).nprobe
+
+    assert v2_file() == round(ivf.nlist / 8) and v2_file(layout=2) == round(ivf.nlist / 4)
+    for odd in ([2], "2", 7):  # anything unknown in a v2 file reads as the earlier layout
+        assert v2_file(layout=odd) == round(ivf.nlist / 8)
 
     old = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(16), 16, 1000, 8, 4, faiss.METRIC_INNER_PRODUCT)  # 16·√n lists
     old.train(vectors)

@@ -185,8 +185,8 @@ class FaissIndex:
             raise persist.IndexRejected(f"index file does not hold a {meta['kind']} index")
         if index.d != meta["dim"] or index.ntotal != meta["count"] or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise persist.IndexRejected("index file does not match its metadata (dim, count or metric)")
-        # (the layout is not covered by the file's MAC: it only chooses between the measured shares of lists, and
-        # anything but a known layout number reads as the earlier layout)
+        # the layout is under the file's MAC from format v3 on; a v2 file has none (the earlier layout) or one the MAC
+        # does not cover: anything but a known layout number reads as the earlier layout
         layout = meta.get("layout")
         layout = layout if type(layout) is int and layout in PROBE_FRACTION else 1
         return cls(index, meta["kind"], probe_fraction, exact, layout=layout), meta

@@ -1,7 +1,8 @@
 """Persisted indexes are authenticated, so a tampered or corrupted file is never searched.
 
 An index is two files: the serialized index (``collection-N.faiss``) and its metadata
-(``collection-N.json``: collection id, kind, count, dim). Both are bound together:
+(``collection-N.json``: collection id, kind, count, dim, and since format v3 the IVF layout,
+which sets the share of lists a search visits). Both are bound together:
 
 * with a template key, the index bytes are sealed with AES-GCM and the metadata is the
   associated data (a changed byte or a file of another collection fails to open);
@@ -25,9 +26,14 @@ from pathlib import Path
 
 from faceledger.errors import FaceledgerError
 
-FORMAT = "faceledger-index-v2"
+FORMAT = "faceledger-index-v3"
 KINDS = ("flat", "ivf")
-BOUND = ("collection_id", "kind", "count", "dim", "encrypted")  # the metadata the seal or MAC covers
+# the metadata the seal or MAC covers, by format. v3 adds the layout, so that an edited layout fails the check, and
+# so that a release reading v2 only rejects a v3 file (and rebuilds it) instead of searching its lists with the
+# share measured for another layout. v2 files (without a layout, or with one the MAC does not cover, written by one
+# release) are still read.
+BOUND = {"faceledger-index-v2": ("collection_id", "kind", "count", "dim", "encrypted"),
+         FORMAT: ("collection_id", "kind", "count", "dim", "encrypted", "layout")}
 
 
 class IndexRejected(Exception):
@@ -39,7 +45,8 @@ class IndexRejected(Exception):
 
 
 def _header(meta: dict) -> bytes:
-    return json.dumps({"format": FORMAT, **{k: meta[k] for k in BOUND}}, sort_keys=True).encode()
+    return json.dumps({"format": meta["format"], **{k: meta[k] for k in BOUND[meta["format"]]}},
+                      sort_keys=True).encode()
 
 
 def _mac(key: bytes | None, header: bytes, data: bytes) -> str:
@@ -113,8 +120,10 @@ def _valid_meta(meta, expect: dict, *, encrypted: bool) -> dict:
         raise IndexRejected(f"index metadata is not an object ({type(meta).__name__})")
     if "format" not in meta and "kind" in meta:
         raise IndexRejected("index file of an earlier version, without authentication")
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in BOUND:
         raise IndexRejected(f"index metadata of an unknown format ({str(meta.get('format'))[:40]})")
+    if meta["format"] == FORMAT and type(meta.get("layout")) is not int:
+        raise IndexRejected("index metadata without a valid 'layout'")
     for field in ("collection_id", "count", "dim"):
         if type(meta.get(field)) is not int or meta[field] < 0:
             raise IndexRejected(f"index metadata without a valid '{field}'")
