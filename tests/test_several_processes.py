@@ -46,24 +46,35 @@ def test_rate_limits_and_quotas_are_counted_once_across_processes(settings, engi
     a.close(), b.close()
 
 
+def _two_processes(settings, engine, tmp_path, database_url) -> tuple[Faceledger, Faceledger]:
+    """Two services (as two processes would be) on one database, each with its own home."""
+    shared = {"database_url": database_url, "audit_key": "k" * 64}
+    return tuple(Faceledger(settings.model_copy(update={"home": tmp_path / name, **shared}), engine)
+                 for name in ("a", "b"))
+
+
+def _random_templates(engine, seed: int):
+    """``templates(n)``: n random unit vectors of the recognizer's size."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def templates(n):
+        t = rng.normal(size=(n, engine.recognizer("sface").dim)).astype(np.float32)
+        return t / np.linalg.norm(t, axis=1, keepdims=True)
+    return templates
+
 def test_the_gallery_size_a_search_uses_follows_every_process_change(settings, engine, tmp_path, database_url):
     """A search's open-set threshold depends on the collection's size: each process keeps it from the change feed
     (no count(*) per search), so it must equal SQL's own count after enrolments and erasures made elsewhere, a
     dropped and re-created collection, and once its full recount is due."""
-    import numpy as np
     from sqlalchemy import delete, func, select
 
     from faceledger.gallery import face_counts
     from faceledger.gallery.schema import Face
 
-    shared = {"database_url": database_url, "audit_key": "k" * 64}
-    a = Faceledger(settings.model_copy(update={"home": tmp_path / "a", **shared}), engine)
-    b = Faceledger(settings.model_copy(update={"home": tmp_path / "b", **shared}), engine)
-    rng = np.random.default_rng(7)
-
-    def templates(n):
-        t = rng.normal(size=(n, engine.recognizer("sface").dim)).astype(np.float32)
-        return t / np.linalg.norm(t, axis=1, keepdims=True)
+    a, b = _two_processes(settings, engine, tmp_path, database_url)
+    templates = _random_templates(engine, seed=7)
 
     def sizes(name):
         cid = a.gallery.collection(name).id
@@ -109,7 +120,6 @@ def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(sett
     retry, another worker) finds it gone instead of recording it again; an enrolment into a subject committed while
     the subject is being erased is erased with it and recorded. The last two are interposed on SQLite, which reads
     outside the write transaction; on PostgreSQL the rows are locked first, so the other call waits for this one."""
-    import numpy as np
     from sqlalchemy import func, select
 
     from faceledger.errors import AlreadyExists, NotFound
@@ -117,14 +127,8 @@ def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(sett
     from faceledger.gallery import store as store_module
     from faceledger.gallery.schema import Face, FaceChange
 
-    shared = {"database_url": database_url, "audit_key": "k" * 64}
-    a = Faceledger(settings.model_copy(update={"home": tmp_path / "a", **shared}), engine)
-    b = Faceledger(settings.model_copy(update={"home": tmp_path / "b", **shared}), engine)
-    rng = np.random.default_rng(3)
-
-    def templates(n):
-        t = rng.normal(size=(n, engine.recognizer("sface").dim)).astype(np.float32)
-        return t / np.linalg.norm(t, axis=1, keepdims=True)
+    a, b = _two_processes(settings, engine, tmp_path, database_url)
+    templates = _random_templates(engine, seed=3)
 
     def feed_and_sizes(cid):
         with a.gallery.store.session() as s:
