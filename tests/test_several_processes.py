@@ -114,16 +114,16 @@ def test_the_gallery_size_a_search_uses_follows_every_process_change(settings, e
 
 
 def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(settings, engine, tmp_path, database_url,
-                                                                              monkeypatch):
+                                                                              people, monkeypatch):
     """The change feed is what every process counts the gallery from and replays into its vector store, so an
-    erasure must record the faces it deleted, no more and no fewer: a second erasure of the same face (a client's
-    retry, another worker) finds it gone instead of recording it again; an enrolment into a subject committed while
-    the subject is being erased is erased with it and recorded. The last two are interposed on SQLite, which reads
-    outside the write transaction; on PostgreSQL the rows are locked first, so the other call waits for this one."""
+    erasure must record the faces it deleted, no more and no fewer. Each case holds the first call inside its
+    transaction (just before its DELETE of faces) while a second call, in another thread and another service, is
+    made: a second erasure of the same face (a client's retry, another worker) waits, then finds it gone (NotFound,
+    no second REMOVE); an enrolment into a subject being erased waits, then enrols it anew (it was deleted with the
+    subject, unrecorded, on PostgreSQL, and on SQLite it was erased but left out of the feed)."""
     from sqlalchemy import func, select
 
-    from faceledger.errors import AlreadyExists, NotFound
-    from faceledger.gallery import face_rows as face_rows_module
+    from faceledger.errors import NotFound
     from faceledger.gallery import store as store_module
     from faceledger.gallery.schema import Face, FaceChange
 
@@ -137,55 +137,52 @@ def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(sett
                                                                         FaceChange.op == "remove")))
         return removed, (a.gallery.store.face_count(cid), b.gallery.store.face_count(cid), truth)
 
-    a.gallery.create_collection("door", require_consent=False)
-    a.gallery.enroll_templates("door", ["s1", "s1", "s2"], templates(3), ["a1", "a2", "a3"])
-    cid = a.gallery.collection("door").id
-    first = int(a.gallery.store.face_ids(cid).min())
-    assert feed_and_sizes(cid) == ([], (3, 3, 3))
+    real_delete = store_module.delete
 
-    real_delete, interposed = store_module.delete, []
+    def race(first, second):
+        inside = threading.Event()
 
-    def interpose(action):
-        def delete(entity, *args, **kwargs):  # just before this call's DELETE of faces, another call commits
-            if entity is Face and not interposed:
-                interposed.append(True)
-                action()
+        def held(entity, *args, **kwargs):
+            if entity is Face and threading.current_thread().name == "first":
+                inside.set()
+                time.sleep(0.5)
             return real_delete(entity, *args, **kwargs)
-        monkeypatch.setattr(store_module, "delete", delete)
+        monkeypatch.setattr(store_module, "delete", held)
+        out = {}
 
-    interpose(lambda: b.gallery.delete_face("door", "s1", first))
-    with pytest.raises(NotFound):
-        a.gallery.delete_face("door", "s1", first)
-    assert interposed and feed_and_sizes(cid) == ([first], (2, 2, 2))
+        def run(name, call):
+            try:
+                if name == "second" and not inside.wait(30):
+                    raise AssertionError("the first call never reached its DELETE of faces")
+                out[name] = call()
+            except Exception as exc:  # the outcome, asserted below
+                out[name] = exc
+        threads = [threading.Thread(target=run, args=(n, c), name=n) for n, c in (("first", first), ("second", second))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        monkeypatch.setattr(store_module, "delete", real_delete)
+        return out["first"], out["second"]
 
-    if not database_url.startswith("sqlite"):  # PostgreSQL: the rows are locked first, so the other call waits
-        a.close(), b.close()
-        return
-    # several faces at once (the face-level front ends): one of them erased meanwhile -> refused, nothing erased
-    a.gallery.enroll_templates("door", ["s3", "s3"], templates(2), ["c1", "c2"])
-    rows = [r for r in a.gallery.store.face_rows(cid, a.gallery.store.face_ids(cid).tolist()).values()
-            if r.subject_id == "s3"]
-    interposed.clear()
-    monkeypatch.setattr(store_module, "delete", real_delete)
-    real_rows_delete = face_rows_module.delete
+    a.gallery.create_collection("door", require_consent=False)
+    a.gallery.enroll_templates("door", ["s1", "s1", "s2", "s2"], templates(4), ["a1", "a2", "a3", "a4"])
+    cid = a.gallery.collection("door").id
+    first_face = int(a.gallery.store.face_ids(cid).min())
+    assert feed_and_sizes(cid) == ([], (4, 4, 4))
 
-    def rows_delete(entity, *args, **kwargs):
-        if entity is Face and not interposed:
-            interposed.append(True)
-            b.gallery.delete_face("door", "s3", rows[0].face.face_id)
-        return real_rows_delete(entity, *args, **kwargs)
-    monkeypatch.setattr(face_rows_module, "delete", rows_delete)
-    with pytest.raises(AlreadyExists):
-        a.gallery.delete_faces("door", rows)
-    monkeypatch.setattr(face_rows_module, "delete", real_rows_delete)
-    assert interposed and feed_and_sizes(cid) == ([first, rows[0].face.face_id], (3, 3, 3))
+    erased, again = race(lambda: a.gallery.delete_face("door", "s1", first_face),
+                         lambda: b.gallery.delete_face("door", "s1", first_face))
+    assert erased.face_ids == [first_face] and isinstance(again, NotFound)
+    assert feed_and_sizes(cid) == ([first_face], (3, 3, 3))
 
-    interposed.clear()
-    interpose(lambda: b.gallery.enroll_templates("door", ["s2"], templates(1), ["late"]))
-    receipt = a.gallery.delete_subject("door", "s2")
-    assert interposed and len(receipt.face_ids) == 2
-    assert feed_and_sizes(cid) == (sorted([first, rows[0].face.face_id, *receipt.face_ids]), (2, 2, 2))
+    receipt, enrolled = race(lambda: a.gallery.delete_subject("door", "s2"),
+                             lambda: b.gallery.enroll("door", "s2", [people / "bbt" / "amy" / "amy1.png"]))
+    assert len(receipt.face_ids) == 2 and not isinstance(enrolled, Exception), enrolled
+    assert len(enrolled.faces) == 1 and b.gallery.get_subject("door", "s2").face_count == 1
+    assert feed_and_sizes(cid) == (sorted([first_face, *receipt.face_ids]), (2, 2, 2))
     a.close(), b.close()
+
 
 def _append(url: str, process: int) -> None:
     engine, session = open_database(url)

@@ -163,7 +163,9 @@ def test_another_collections_file_is_refused(tmp_path, caplog, encrypted):
     assert "integrity" in restart(tmp_path, source, caplog, cipher)["reason"]
 
 
-@pytest.mark.parametrize("field,value", [("count", 19), ("dim", 32), ("kind", "ivf"), ("collection_id", 2)])
+@pytest.mark.parametrize("field,value", [("count", 19), ("dim", 32), ("kind", "ivf"), ("collection_id", 2),
+                                         ("layout", 2), ("format", ["faceledger-index-v3"]), ("format", {}),
+                                         ("format", "faceledger-index-v2")])
 def test_edited_metadata_is_detected(tmp_path, caplog, field, value):
     source = FakeSource({1: 20})
     meta_path = persisted(tmp_path, source).with_suffix(".json")

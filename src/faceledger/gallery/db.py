@@ -49,17 +49,18 @@ def advisory_xact_lock(s: Session, key: int) -> None:
         s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def write_lock(s: Session, key: int) -> None:
+def write_lock(s: Session, key: int | None) -> None:
     """Serialise a read-then-write transaction across processes, taken before its first read.
 
-    On PostgreSQL, the transaction-level advisory lock ``key``. On SQLite, ``BEGIN IMMEDIATE``
+    On PostgreSQL, the transaction-level advisory lock ``key`` (None: none, where row locks suffice and
+    ids are never reused). On SQLite, ``BEGIN IMMEDIATE``
     (the database's write lock, now): Python's sqlite3 otherwise runs a SELECT outside any
     transaction and begins one only at the first write, so two processes could both read the
     same last row and write the same next one. The session must not have run a statement yet.
     """
     if s.get_bind().dialect.name == "sqlite":
         s.connection().exec_driver_sql("BEGIN IMMEDIATE")
-    else:
+    elif key is not None:
         advisory_xact_lock(s, key)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from faceledger.errors import AlreadyExists, NotFound
+from faceledger.gallery.db import write_lock
 from faceledger.gallery.feed import ADD, REMOVE, record_changes
 from faceledger.gallery.records import CollectionRef, Consent, FaceInfo, NewFace, iso
 from faceledger.gallery.schema import Collection, Face, Subject, utcnow
@@ -28,6 +29,11 @@ class FaceRow:
     display_name: str | None
     face: FaceInfo
 
+
+# PostgreSQL advisory lock key of the transactions that erase, move or rename subjects' faces: they queue there first,
+# so that their row locks (subject, then faces) are never taken in opposite orders (a deadlock, measured); on SQLite
+# the same call takes the write lock before the first read (``write_lock``)
+SUBJECTS_LOCK = int.from_bytes(b"fl-subj\0", "big")
 
 class FaceRows:
     """Mixed into ``SqlStore`` (uses its ``session``, ``cipher``, ``vector_writer`` and helpers)."""
@@ -130,6 +136,7 @@ class FaceRows:
         deleted when this leaves them without a face. The templates do not change, so neither does the vector
         store: searches join faces with their subject in SQL."""
         with self.session() as s:
+            write_lock(s, SUBJECTS_LOCK)
             _still_owned(s, c.id, owners)
             for face_id, to_subject in moves.items():
                 target = _subject(s, c.id, to_subject)
@@ -148,11 +155,12 @@ class FaceRows:
         """Erase faces in one transaction, provided each still belongs to the subject ``owners`` names (else
         ALREADY_EXISTS, nothing erased); the subjects named in ``drop_empty`` go too when left without a face."""
         with self.session() as s:
+            write_lock(s, SUBJECTS_LOCK)
             _still_owned(s, c.id, owners)
             wanted = {int(i) for i in face_ids}
             deleted = s.scalars(delete(Face).where(Face.collection_id == c.id, Face.id.in_(wanted))
                                 .returning(Face.id)).all()
-            if len(deleted) != len(wanted):  # erased by a concurrent call since the check (SQLite reads unlocked)
+            if len(deleted) != len(wanted):  # not in this collection (the owners' check covers the rest)
                 raise AlreadyExists("the faces changed during this operation (moved or erased by another call): "
                                     "send it again")
             self._drop_if_empty(s, c.id, drop_empty)
@@ -161,9 +169,11 @@ class FaceRows:
 
     def rename_subject(self, c: CollectionRef, old: str, new: str) -> bool:
         """Rename a subject; into an existing subject's name, its faces join that subject (merged, the old one
-        deleted). Returns whether it merged."""
+        deleted). Returns whether it merged. The source is locked first (PostgreSQL), so an enrolment into it waits
+        rather than have its face deleted with the source unrecorded."""
         with self.session() as s:
-            source = _subject(s, c.id, old)
+            write_lock(s, SUBJECTS_LOCK)
+            source = _subject(s, c.id, old, lock=True)
             if source is None:
                 raise NotFound(f"subject '{old}' not found in '{c.name}'", subject_id=old)
             target = _subject(s, c.id, new)
@@ -181,7 +191,7 @@ class FaceRows:
     @staticmethod
     def _drop_if_empty(s: Session, cid: int, subject_ids: Sequence[str]) -> None:
         for ext in subject_ids:
-            subject = _subject(s, cid, ext)
+            subject = _subject(s, cid, ext, lock=True)  # an enrolment into it waits (else deleted unrecorded)
             if subject is not None and not s.scalar(select(func.count()).select_from(Face)
                                                     .where(Face.subject_id == subject.id)):
                 s.execute(delete(Subject).where(Subject.id == subject.id))
@@ -208,8 +218,9 @@ def _still_owned(s: Session, cid: int, owners: dict[int, str]) -> None:
                             "again")
 
 
-def _subject(s: Session, cid: int, external_id: str) -> Subject | None:
-    return s.scalar(select(Subject).where(Subject.collection_id == cid, Subject.external_id == external_id))
+def _subject(s: Session, cid: int, external_id: str, *, lock: bool = False) -> Subject | None:
+    query = select(Subject).where(Subject.collection_id == cid, Subject.external_id == external_id)
+    return s.scalar(query.with_for_update() if lock else query)  # FOR UPDATE: PostgreSQL (SQLite ignores it)
 
 
 def _consent_columns(consent: Consent | None) -> dict:

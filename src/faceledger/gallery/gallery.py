@@ -216,6 +216,9 @@ class Gallery:
             prepared.append(NewFace(digest) if digest in known else
                             enrolment_face(self.engine, bgr, digest, face, c.store_crops))
         for attempt in range(2):  # a concurrent enrolment may create the same subject first
+            if attempt:  # or a concurrent erasure removed it: enrolled anew, it needs consent as a new subject does
+                check_consent(c.require_consent, c.name, self.store.stored_consent(c.id, subject_id), consent,
+                              utcnow())
             try:
                 info, new_ids, new_vectors = self.store.write_enrolment(
                     c, subject_id, prepared, model_id=self.engine.model_id, display_name=display_name,

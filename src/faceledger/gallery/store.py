@@ -23,9 +23,9 @@ from faceledger.config import Settings
 from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery import outbox
-from faceledger.gallery.face_rows import FaceRows, _consent_columns, _face_ids, _face_info
+from faceledger.gallery.face_rows import SUBJECTS_LOCK, FaceRows, _consent_columns, _face_ids, _face_info
 from faceledger.gallery.feed import ADD, DROP, REMOVE, record_changes
-from faceledger.gallery.db import BUSY_TIMEOUT_MS, open_database
+from faceledger.gallery.db import BUSY_TIMEOUT_MS, open_database, write_lock
 from faceledger.gallery.face_counts import FaceCounts
 from faceledger.gallery.records import (
     CollectionInfo,
@@ -238,8 +238,11 @@ class SqlStore(FaceRows):
         The change feed (and so every gallery count and vector store) gets exactly the faces this call deleted: the
         ids come from the DELETE itself, not from an earlier read, so a face enrolled meanwhile is not left out and a
         concurrent erasure of the same subject is not counted twice (it finds the subject gone: NotFound). On
-        PostgreSQL the subject's row is locked first, so an enrolment into it waits, then enrols anew."""
+        PostgreSQL the subject's row is locked first, so an enrolment into it waits, then enrols anew; on SQLite the
+        write lock is taken before the subject is read (its id could otherwise be another subject's by the DELETE:
+        SQLite reuses the highest id)."""
         with self.session() as s:
+            write_lock(s, SUBJECTS_LOCK)
             subject = self._subject(s, c, subject_id, lock=True)
             face_ids = list(s.scalars(delete(Face).where(Face.subject_id == subject.id).returning(Face.id)).all())
             if not s.execute(delete(Subject).where(Subject.id == subject.id)).rowcount:
@@ -250,6 +253,7 @@ class SqlStore(FaceRows):
 
     def delete_face(self, c: CollectionRef, subject_id: str, face_id: int) -> None:
         with self.session() as s:
+            write_lock(s, SUBJECTS_LOCK)
             subject = self._subject(s, c, subject_id)
             # an id beyond the column's range (32-bit on PostgreSQL) names no face: never ask the database. The
             # DELETE says whether this call erased it (a concurrent erasure of the same face: NotFound, not a second
@@ -277,6 +281,7 @@ class SqlStore(FaceRows):
         """
         new_ids, new_vectors = [], []
         with self.session() as s:
+            write_lock(s, None)  # SQLite: the subject read below is still this subject's at the insert
             subject = s.scalar(select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id))
             if subject is None:
                 subject = Subject(collection_id=c.id, external_id=subject_id, meta={}, **_consent_columns(consent))
@@ -321,6 +326,7 @@ class SqlStore(FaceRows):
         """Bulk rows, one face each, subjects created as needed, in one transaction; returns the new face ids."""
         now = utcnow()
         with self.session() as s:
+            write_lock(s, None)  # SQLite: the subjects read below are still theirs at the insert
             known = dict(s.execute(select(Subject.external_id, Subject.id).where(
                 Subject.collection_id == cid, Subject.external_id.in_(set(subject_ids)))).all())
             new = sorted(set(subject_ids) - set(known))

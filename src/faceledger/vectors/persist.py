@@ -120,7 +120,7 @@ def _valid_meta(meta, expect: dict, *, encrypted: bool) -> dict:
         raise IndexRejected(f"index metadata is not an object ({type(meta).__name__})")
     if "format" not in meta and "kind" in meta:
         raise IndexRejected("index file of an earlier version, without authentication")
-    if meta.get("format") not in BOUND:
+    if not isinstance(meta.get("format"), str) or meta["format"] not in BOUND:
         raise IndexRejected(f"index metadata of an unknown format ({str(meta.get('format'))[:40]})")
     if meta["format"] == FORMAT and type(meta.get("layout")) is not int:
         raise IndexRejected("index metadata without a valid 'layout'")
