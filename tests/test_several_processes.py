@@ -120,11 +120,13 @@ def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(sett
     transaction (just before its DELETE of faces) while a second call, in another thread and another service, is
     made: a second erasure of the same face (a client's retry, another worker) waits, then finds it gone (NotFound,
     no second REMOVE); an enrolment into a subject being erased waits, then enrols it anew (it was deleted with the
-    subject, unrecorded, on PostgreSQL, and on SQLite it was erased but left out of the feed)."""
+    subject, unrecorded, on PostgreSQL, and on SQLite it was erased but left out of the feed), and where consent is
+    required it needs a consent record of its own, as a new subject does."""
     from sqlalchemy import func, select
 
-    from faceledger.errors import NotFound
+    from faceledger.errors import ConsentRequired, NotFound
     from faceledger.gallery import store as store_module
+    from faceledger.gallery.records import Consent
     from faceledger.gallery.schema import Face, FaceChange
 
     a, b = _two_processes(settings, engine, tmp_path, database_url)
@@ -181,6 +183,16 @@ def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(sett
     assert len(receipt.face_ids) == 2 and not isinstance(enrolled, Exception), enrolled
     assert len(enrolled.faces) == 1 and b.gallery.get_subject("door", "s2").face_count == 1
     assert feed_and_sizes(cid) == (sorted([first_face, *receipt.face_ids]), (2, 2, 2))
+
+    # where consent is required, an enrolment that relied on the subject's stored consent does not re-create the
+    # erased subject without one
+    a.gallery.create_collection("vault", require_consent=True)
+    a.gallery.enroll("vault", "c1", [people / "bbt" / "amy" / "amy2.png"], consent=Consent("contract"))
+    receipt, refused = race(lambda: a.gallery.delete_subject("vault", "c1"),
+                            lambda: b.gallery.enroll("vault", "c1", [people / "bbt" / "amy" / "amy3.png"]))
+    assert len(receipt.face_ids) == 1 and isinstance(refused, ConsentRequired), refused
+    with pytest.raises(NotFound):
+        a.gallery.get_subject("vault", "c1")
     a.close(), b.close()
 
 

@@ -216,15 +216,13 @@ class Gallery:
             prepared.append(NewFace(digest) if digest in known else
                             enrolment_face(self.engine, bgr, digest, face, c.store_crops))
         for attempt in range(2):  # a concurrent enrolment may create the same subject first
-            if attempt:  # or a concurrent erasure removed it: enrolled anew, it needs consent as a new subject does
-                check_consent(c.require_consent, c.name, self.store.stored_consent(c.id, subject_id), consent,
-                              utcnow())
-            try:
+            try:  # consent checked again as stored in the writing transaction (the subject may be gone since)
                 info, new_ids, new_vectors = self.store.write_enrolment(
                     c, subject_id, prepared, model_id=self.engine.model_id, display_name=display_name,
-                    metadata=metadata, consent=consent)
+                    metadata=metadata, consent=consent,
+                    check_consent=lambda stored: check_consent(c.require_consent, c.name, stored, consent, utcnow()))
                 break
-            except (IntegrityError, StaleDataError):  # or erased it meanwhile: the retry enrols it anew
+            except (IntegrityError, StaleDataError):  # or erased it meanwhile: the retry enrols it anew (consent!)
                 if attempt:
                     raise
         if new_ids:  # nothing fallible runs between the commit and this add

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select
@@ -273,8 +273,13 @@ class SqlStore(FaceRows):
 
     def write_enrolment(self, c: CollectionRef, subject_id: str, faces: Sequence[NewFace], *, model_id: str,
                         display_name: str | None, metadata: dict | None,
-                        consent: Consent | None) -> tuple[SubjectInfo, list[int], list[np.ndarray]]:
+                        consent: Consent | None, check_consent: Callable[[StoredConsent | None], None] | None = None,
+                        ) -> tuple[SubjectInfo, list[int], list[np.ndarray]]:
         """Create or update the subject and add its new faces in one transaction.
+
+        ``check_consent`` is called in the transaction with the subject's consent as stored then (None: no such
+        subject, it will be created), so a subject erased since the caller's own check is not re-created without
+        the consent a new subject needs.
 
         Returns the subject (with the faces of this call), and the ids and templates of the
         faces actually added, for the vector store.
@@ -283,6 +288,9 @@ class SqlStore(FaceRows):
         with self.session() as s:
             write_lock(s, None)  # SQLite: the subject read below is still this subject's at the insert
             subject = s.scalar(select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id))
+            if check_consent is not None:
+                check_consent(None if subject is None else
+                              StoredConsent(subject.consent_basis, aware(subject.consent_expires_at)))
             if subject is None:
                 subject = Subject(collection_id=c.id, external_id=subject_id, meta={}, **_consent_columns(consent))
                 s.add(subject)
