@@ -35,6 +35,7 @@ class FaceRow:
 # the same call takes the write lock before the first read (``write_lock``)
 SUBJECTS_LOCK = int.from_bytes(b"fl-subj\0", "big")
 
+
 class FaceRows:
     """Mixed into ``SqlStore`` (uses its ``session``, ``cipher``, ``vector_writer`` and helpers)."""
 
