@@ -222,7 +222,7 @@ class Gallery:
                     metadata=metadata, consent=consent,
                     check_consent=lambda stored: check_consent(c.require_consent, c.name, stored, consent, utcnow()))
                 break
-            except (IntegrityError, StaleDataError):  # or erased it meanwhile: the retry enrols it anew (consent!)
+            except (IntegrityError, StaleDataError):  # or erased it meanwhile: the retry enrols it anew
                 if attempt:
                     raise
         if new_ids:  # nothing fallible runs between the commit and this add

@@ -24,6 +24,7 @@ from faceledger.errors import AlreadyExists, NotFound
 from faceledger.gallery.crypto import TemplateCipher, parse_key
 from faceledger.gallery import outbox
 from faceledger.gallery.face_rows import SUBJECTS_LOCK, FaceRows, _consent_columns, _face_ids, _face_info
+from faceledger.gallery.face_rows import _subject as _find_subject
 from faceledger.gallery.feed import ADD, DROP, REMOVE, record_changes
 from faceledger.gallery.db import BUSY_TIMEOUT_MS, open_database, write_lock
 from faceledger.gallery.face_counts import FaceCounts
@@ -237,7 +238,7 @@ class SqlStore(FaceRows):
 
         The change feed (and so every gallery count and vector store) gets exactly the faces this call deleted: the
         ids come from the DELETE itself, not from an earlier read, so a face enrolled meanwhile is not left out and a
-        concurrent erasure of the same subject is not counted twice (it finds the subject gone: NotFound). On
+        concurrent erasure of the same subject is not counted twice (it waits, then finds the subject gone). On
         PostgreSQL the subject's row is locked first, so an enrolment into it waits, then enrols anew; on SQLite the
         write lock is taken before the subject is read (its id could otherwise be another subject's by the DELETE:
         SQLite reuses the highest id)."""
@@ -245,8 +246,7 @@ class SqlStore(FaceRows):
             write_lock(s, SUBJECTS_LOCK)
             subject = self._subject(s, c, subject_id, lock=True)
             face_ids = list(s.scalars(delete(Face).where(Face.subject_id == subject.id).returning(Face.id)).all())
-            if not s.execute(delete(Subject).where(Subject.id == subject.id)).rowcount:
-                raise NotFound(f"subject '{subject_id}' not found in '{c.name}'", subject_id=subject_id)
+            s.execute(delete(Subject).where(Subject.id == subject.id))
             record_changes(s, c.id, REMOVE, face_ids)
             s.commit()
         return sorted(face_ids)
@@ -287,7 +287,7 @@ class SqlStore(FaceRows):
         new_ids, new_vectors = [], []
         with self.session() as s:
             write_lock(s, None)  # SQLite: the subject read below is still this subject's at the insert
-            subject = s.scalar(select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id))
+            subject = _find_subject(s, c.id, subject_id)
             if check_consent is not None:
                 check_consent(None if subject is None else
                               StoredConsent(subject.consent_basis, aware(subject.consent_expires_at)))
@@ -527,8 +527,7 @@ class SqlStore(FaceRows):
 
     @staticmethod
     def _subject(s: Session, c: CollectionRef, subject_id: str, *, lock: bool = False) -> Subject:
-        query = select(Subject).where(Subject.collection_id == c.id, Subject.external_id == subject_id)
-        subject = s.scalar(query.with_for_update() if lock else query)  # FOR UPDATE: PostgreSQL (SQLite ignores it)
+        subject = _find_subject(s, c.id, subject_id, lock=lock)
         if subject is None:
             raise NotFound(f"subject '{subject_id}' not found in '{c.name}'", subject_id=subject_id)
         return subject

@@ -164,8 +164,8 @@ class MilvusVectorStore:
             self._delete(f"face_id in [{', '.join(str(int(i)) for i in ids)}]")
             self.collection.compact(timeout=TIMEOUT)  # deleted vectors leave Milvus' segments when compaction has run
 
-    def drop(self, collection_id: int) -> None:
-        self._delete(f"collection_id == {int(collection_id)}")
+    def drop(self, collection_id: int, timeout: int = TIMEOUT) -> None:
+        self._delete(f"collection_id == {int(collection_id)}", timeout)
 
     def search(self, collection_id: int, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self.sync()
@@ -212,7 +212,7 @@ class MilvusVectorStore:
                 "removed": max(held - truth, 0)}
 
     def rebuild(self, collection_id: int, timeout: int = TIMEOUT) -> dict:
-        self._delete(f"collection_id == {int(collection_id)}", timeout)
+        self.drop(collection_id, timeout)
         ids, vectors = self.source.all_vectors(collection_id)
         if vectors is not None and len(ids):
             self._upsert(collection_id, ids, vectors, timeout)
