@@ -53,6 +53,62 @@ def _two_processes(settings, engine, tmp_path, database_url) -> tuple[Faceledger
                  for name in ("a", "b"))
 
 
+def _race(monkeypatch, module, name, holds, first, second, pause=1.5):
+    """Run ``first`` in one thread; the first time it calls ``module.name`` with arguments ``holds`` accepts (inside
+    its transaction), hold it there while ``second`` runs in another thread, until ``second`` returns or ``pause``
+    seconds have passed (``second`` waits on a lock ``first`` holds). Returns both outcomes, each a value or the
+    exception it raised; a call that never returns (a deadlock) fails the test."""
+    real = getattr(module, name)
+    inside, second_done = threading.Event(), threading.Event()
+
+    def held(*args, **kwargs):
+        if threading.current_thread().name == "first" and not inside.is_set() and holds(*args, **kwargs):
+            inside.set()
+            second_done.wait(pause)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, held)
+    out = {}
+
+    def run(role, call):
+        try:
+            if role == "second" and not inside.wait(30):
+                raise AssertionError(f"the first call never reached {module.__name__}.{name}")
+            out[role] = call()
+        except Exception as exc:  # the outcome, asserted by the caller
+            out[role] = exc
+        finally:
+            if role == "second":
+                second_done.set()
+    threads = [threading.Thread(target=run, args=(n, c), name=n) for n, c in (("first", first), ("second", second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(module, name, real)
+    assert not any(t.is_alive() for t in threads), "a call never returned (deadlock?)"
+    return out["first"], out["second"]
+
+
+def _feed_agrees(a: Faceledger, b: Faceledger, cid: int) -> set[int]:
+    """What a user depends on after any race: the change feed replayed (its ADDs less its REMOVEs, each face at most
+    once each) is exactly the faces SQL holds, so no face is lost or left unrecorded, and both processes count what
+    count(*) counts. Returns the faces the feed says were removed."""
+    from sqlalchemy import select
+
+    from faceledger.gallery.schema import Face, FaceChange
+
+    with a.gallery.store.session() as s:
+        held = set(s.scalars(select(Face.id).where(Face.collection_id == cid)))
+        changes = s.execute(select(FaceChange.face_id, FaceChange.op).where(FaceChange.collection_id == cid)
+                            .order_by(FaceChange.seq)).all()
+    added = [f for f, op in changes if op == "add"]
+    removed = [f for f, op in changes if op == "remove"]
+    assert len(added) == len(set(added)) and len(removed) == len(set(removed)), changes
+    assert set(removed) <= set(added) and set(added) - set(removed) == held, (changes, held)
+    assert a.gallery.store.face_count(cid) == b.gallery.store.face_count(cid) == len(held)
+    return set(removed)
+
+
 def _random_templates(engine, seed: int):
     """``templates(n)``: n random unit vectors of the recognizer's size."""
     import numpy as np
@@ -139,33 +195,8 @@ def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(sett
                                                                         FaceChange.op == "remove")))
         return removed, (a.gallery.store.face_count(cid), b.gallery.store.face_count(cid), truth)
 
-    real_delete = store_module.delete
-
-    def race(first, second):
-        inside = threading.Event()
-
-        def held(entity, *args, **kwargs):
-            if entity is Face and threading.current_thread().name == "first":
-                inside.set()
-                time.sleep(0.5)
-            return real_delete(entity, *args, **kwargs)
-        monkeypatch.setattr(store_module, "delete", held)
-        out = {}
-
-        def run(name, call):
-            try:
-                if name == "second" and not inside.wait(30):
-                    raise AssertionError("the first call never reached its DELETE of faces")
-                out[name] = call()
-            except Exception as exc:  # the outcome, asserted below
-                out[name] = exc
-        threads = [threading.Thread(target=run, args=(n, c), name=n) for n, c in (("first", first), ("second", second))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        monkeypatch.setattr(store_module, "delete", real_delete)
-        return out["first"], out["second"]
+    def race(first, second):  # the first held just before its DELETE of faces
+        return _race(monkeypatch, store_module, "delete", lambda entity, *_, **__: entity is Face, first, second)
 
     a.gallery.create_collection("door", require_consent=False)
     a.gallery.enroll_templates("door", ["s1", "s1", "s2", "s2"], templates(4), ["a1", "a2", "a3", "a4"])
@@ -193,6 +224,223 @@ def test_an_erasure_racing_another_call_records_exactly_the_faces_it_erased(sett
     assert len(receipt.face_ids) == 1 and isinstance(refused, ConsentRequired), refused
     with pytest.raises(NotFound):
         a.gallery.get_subject("vault", "c1")
+    a.close(), b.close()
+
+
+def test_a_merge_racing_an_erasure_or_an_enrolment_loses_no_face(settings, engine, tmp_path, database_url, people,
+                                                                  monkeypatch):
+    """A merge (``rename_subject`` into an existing subject's id) held inside its transaction, just before it moves
+    the source's faces, while an erasure of its source or target, or an enrolment into its source, is made through
+    another service; and each of those held while the merge is made. Whatever the order, every face is in SQL or in
+    an erasure's receipt (and the feed says the same), no call deadlocks or fails untyped, and a source erased by the
+    merge is not re-created by an enrolment that relied on its consent record."""
+    from faceledger.errors import ConsentRequired, NotFound
+    from faceledger.gallery import face_rows
+    from faceledger.gallery import store as store_module
+    from faceledger.gallery.records import Consent
+    from faceledger.gallery.schema import Face
+
+    a, b = _two_processes(settings, engine, tmp_path, database_url)
+    me = Actor.local()
+    photo = lambda name, i: people / "bbt" / name / f"{name}{i}.png"  # noqa: E731
+    a.create_collection(me, "door", require_consent=True)
+    cid = a.gallery.collection("door").id
+
+    def enrolled(subject, *photos):
+        info = a.enroll(me, "door", subject, list(photos), consent=Consent("contract"))
+        return sorted(f.face_id for f in info.faces)
+
+    def faces_of(subject):
+        return sorted(f.face_id for f in a.get_subject(me, "door", subject).faces)
+
+    merge = lambda source, target: lambda: a.rename_subject(me, "door", source, target)  # noqa: E731
+    erase = lambda subject: lambda: b.erase_subject(me, "door", subject)  # noqa: E731
+    held_merge = (face_rows, "update", lambda entity, *_, **__: entity is Face)  # before moving the faces
+    held_erasure = (store_module, "delete", lambda entity, *_, **__: entity is Face)  # before deleting the faces
+    held_enrolment = (store_module, "record_changes", lambda s, cid, op, *_, **__: op == "add")  # faces inserted
+    receipts = []
+
+    # the merge first, an erasure of its source second: it waits, then finds the source gone
+    src, dst = enrolled("src1", photo("amy", 1)), enrolled("dst1", photo("penny", 1))
+    merged, erased = _race(monkeypatch, *held_merge, merge("src1", "dst1"), erase("src1"))
+    assert merged is True and isinstance(erased, NotFound), erased
+    assert faces_of("dst1") == sorted(src + dst)
+
+    # an erasure of the source first, the merge second: NotFound, the target untouched
+    src, dst = enrolled("src2", photo("amy", 2)), enrolled("dst2", photo("penny", 2))
+    erased, merged = _race(monkeypatch, *held_erasure, erase("src2"), merge("src2", "dst2"))
+    assert erased.face_ids == src and isinstance(merged, NotFound), merged
+    assert faces_of("dst2") == dst
+    receipts += erased.face_ids
+
+    # the merge first, an erasure of its target second: the erasure takes the merged faces too
+    src, dst = enrolled("src3", photo("amy", 3)), enrolled("dst3", photo("penny", 3))
+    merged, erased = _race(monkeypatch, *held_merge, merge("src3", "dst3"), erase("dst3"))
+    assert merged is True and not isinstance(erased, Exception), erased
+    assert erased.face_ids == sorted(src + dst)
+    receipts += erased.face_ids
+    for gone in ("src3", "dst3"):
+        with pytest.raises(NotFound):
+            a.get_subject(me, "door", gone)
+
+    # an erasure of the target first, the merge second: the source is renamed, keeping its own consent record
+    src, dst = enrolled("src4", photo("amy", 4)), enrolled("dst4", photo("penny", 4))
+    erased, merged = _race(monkeypatch, *held_erasure, erase("dst4"), merge("src4", "dst4"))
+    assert erased.face_ids == dst and merged is False, merged
+    assert faces_of("dst4") == src and a.get_subject(me, "door", "dst4").consent["basis"] == "contract"
+    receipts += erased.face_ids
+
+    # the merge first, an enrolment into its source second (relying on the source's stored consent): the source is
+    # gone when the enrolment writes, so it is refused, as for a new subject without consent; nothing half-written
+    src, dst = enrolled("src5", photo("amy", 5)), enrolled("dst5", photo("penny", 5))
+    merged, refused = _race(monkeypatch, *held_merge, merge("src5", "dst5"),
+                            lambda: b.enroll(me, "door", "src5", [photo("amy", 1)]))
+    assert merged is True and isinstance(refused, ConsentRequired), refused
+    assert faces_of("dst5") == sorted(src + dst)
+    with pytest.raises(NotFound):
+        a.get_subject(me, "door", "src5")
+
+    # an enrolment into the source first (held after inserting its face), the merge second: it waits, then moves
+    # the new face with the others
+    src, dst = enrolled("src6", photo("amy", 1)), enrolled("dst6", photo("penny", 1))
+    info, merged = _race(monkeypatch, *held_enrolment, lambda: b.enroll(me, "door", "src6", [photo("amy", 2)]),
+                         merge("src6", "dst6"))
+    assert not isinstance(info, Exception) and merged is True, (info, merged)
+    new = [f.face_id for f in info.faces if f.created]
+    assert len(new) == 1 and faces_of("dst6") == sorted(src + dst + new)
+
+    assert _feed_agrees(a, b, cid) == set(receipts)
+    a.close(), b.close()
+
+
+def test_dropping_an_emptied_face_subject_racing_an_enrolment_into_it(settings, engine, tmp_path, database_url,
+                                                                      people, monkeypatch):
+    """Erasing or associating a face of no person deletes its own subject (``~<uuid>``) when that leaves it empty
+    (``drop_empty``). Held just before that DELETE, with an enrolment into the subject made meanwhile through another
+    service (the native API accepts any subject id); and the other way round. The enrolment's face is never deleted
+    with the subject unrecorded: it either waits and is refused (it relied on the dropped subject's consent) or
+    re-creates the subject with the consent record it brought, or, enrolled first, keeps the subject alive."""
+    from faceledger.errors import ConsentRequired, NotFound
+    from faceledger.gallery import face_rows
+    from faceledger.gallery import store as store_module
+    from faceledger.gallery.records import Consent
+    from faceledger.gallery.schema import Subject
+
+    a, b = _two_processes(settings, engine, tmp_path, database_url)
+    me = Actor.local()
+    photo = lambda name, i: people / "bbt" / name / f"{name}{i}.png"  # noqa: E731
+    a.create_collection(me, "faces", require_consent=True)
+    a.attest_consent(me, "faces", "contract", "ref-1")
+    a.create_person(me, "faces", "amy")
+    cid = a.gallery.collection("faces").id
+
+    def indexed(i):
+        (_, subject, face), = a.index_faces(me, "faces", photo("penny", i)).indexed
+        return subject, face
+
+    def faces_of(subject):
+        return sorted(f.face_id for f in a.get_subject(me, "faces", subject).faces)
+
+    held_drop = (face_rows, "delete", lambda entity, *_, **__: entity is Subject)  # emptied, before its DELETE
+    held_enrolment = (store_module, "record_changes", lambda s, cid, op, *_, **__: op == "add")  # faces inserted
+    enrol = lambda subject, i, consent=None: lambda: b.enroll(me, "faces", subject, [photo("amy", i)],  # noqa: E731
+                                                              consent=consent)
+    receipts = []
+
+    # an erasure dropping the subject first, an enrolment relying on its consent second: refused, nothing written
+    subject, face = indexed(1)
+    erased, refused = _race(monkeypatch, *held_drop, lambda: a.erase_faces(me, "faces", [face.uuid]),
+                            enrol(subject, 1))
+    assert erased[0].face_ids == [face.face_id] and isinstance(refused, ConsentRequired), refused
+    receipts += erased[0].face_ids
+    with pytest.raises(NotFound):
+        a.get_subject(me, "faces", subject)
+
+    # the same, the enrolment bringing its own consent record: the subject is enrolled anew with it
+    subject, face = indexed(2)
+    erased, info = _race(monkeypatch, *held_drop, lambda: a.erase_faces(me, "faces", [face.uuid]),
+                         enrol(subject, 2, Consent("contract", "ref-2")))
+    assert erased[0].face_ids == [face.face_id] and not isinstance(info, Exception), info
+    receipts += erased[0].face_ids
+    assert faces_of(subject) == [f.face_id for f in info.faces]
+    assert a.get_subject(me, "faces", subject).consent["reference"] == "ref-2"
+
+    # an association dropping the subject first, an enrolment relying on its consent second: refused
+    subject, face = indexed(3)
+    associated, refused = _race(monkeypatch, *held_drop, lambda: a.associate_faces(me, "faces", "amy", [face.uuid]),
+                                enrol(subject, 3))
+    assert associated == ([face.uuid], {}) and isinstance(refused, ConsentRequired), refused
+    assert face.face_id in faces_of("amy")
+    with pytest.raises(NotFound):
+        a.get_subject(me, "faces", subject)
+
+    # an enrolment first (its face inserted, not committed), then an erasure or association emptying the subject:
+    # they wait, then find it not empty and keep it with the enrolled face
+    for i, call in ((4, lambda uuid: a.erase_faces(me, "faces", [uuid])),
+                    (5, lambda uuid: a.associate_faces(me, "faces", "amy", [uuid]))):
+        subject, face = indexed(i)
+        info, done = _race(monkeypatch, *held_enrolment, enrol(subject, i), lambda: call(face.uuid))
+        assert not isinstance(info, Exception) and not isinstance(done, Exception), (info, done)
+        new = [f.face_id for f in info.faces if f.created]
+        assert len(new) == 1 and faces_of(subject) == new
+        if i == 4:
+            assert done[0].face_ids == [face.face_id]
+            receipts += done[0].face_ids
+        else:
+            assert done == ([face.uuid], {}) and face.face_id in faces_of("amy")
+
+    assert _feed_agrees(a, b, cid) == set(receipts)
+    a.close(), b.close()
+
+
+def test_a_bulk_load_racing_an_erasure_of_its_subject_writes_all_or_nothing(settings, engine, tmp_path,
+                                                                            database_url, monkeypatch):
+    """``enroll_templates`` (``insert_templates``) reads which of its subjects exist, then inserts their faces. An
+    erasure of one of them committed in between (PostgreSQL: nothing serialises the two) made the insert fail with
+    an untyped IntegrityError. Held just before its INSERT of faces while the erasure runs, and the other way round:
+    the load completes (tried again, the subject enrolled anew: this path waives consent), every face is in SQL or
+    in the erasure's receipt, and the feed agrees; a chunk that conflicts on every try is refused ALREADY_EXISTS."""
+    from faceledger.errors import AlreadyExists, NotFound
+    from faceledger.gallery import store as store_module
+    from faceledger.gallery.schema import Face
+
+    a, b = _two_processes(settings, engine, tmp_path, database_url)
+    templates = _random_templates(engine, seed=5)
+    a.gallery.create_collection("door", require_consent=False)
+    a.gallery.enroll_templates("door", ["s1", "s2"], templates(2), ["a1", "a2"])
+    cid = a.gallery.collection("door").id
+    faces_before = {s: a.gallery.get_subject("door", s).faces[0].face_id for s in ("s1", "s2")}
+
+    def count(subject):
+        try:
+            return a.gallery.get_subject("door", subject).face_count
+        except NotFound:
+            return 0
+
+    # the load first, held after reading its subjects: the erasure of s1 commits before the load's INSERT
+    loaded, erased = _race(monkeypatch, store_module, "insert", lambda entity, *_, **__: entity is Face,
+                           lambda: a.gallery.enroll_templates("door", ["s1", "s1", "s3"], templates(3),
+                                                              ["b1", "b2", "b3"]),
+                           lambda: b.gallery.delete_subject("door", "s1"))
+    assert loaded == 3, loaded
+    assert not isinstance(erased, Exception) and faces_before["s1"] in erased.face_ids, erased
+    # the erasure came first (s1 loaded anew, 2 faces) or after the load (it erased all 3 faces)
+    assert len(erased.face_ids) + count("s1") == 3 and count("s3") == 1
+
+    # the erasure first, held before its DELETE: the load waits or reads s2 still there, then inserts
+    erased, loaded = _race(monkeypatch, store_module, "delete", lambda entity, *_, **__: entity is Face,
+                           lambda: b.gallery.delete_subject("door", "s2"),
+                           lambda: a.gallery.enroll_templates("door", ["s2"], templates(1), ["c1"]))
+    assert not isinstance(erased, Exception) and erased.face_ids == [faces_before["s2"]], erased
+    assert loaded == 1, loaded
+    assert count("s2") == 1
+
+    # a chunk that conflicts on every try (an image enrolled twice for one subject): a typed refusal, nothing written
+    with pytest.raises(AlreadyExists):
+        a.gallery.enroll_templates("door", ["s4", "s3"], templates(2), ["d1", "b3"])
+    assert count("s4") == 0 and count("s3") == 1
+
+    _feed_agrees(a, b, cid)
     a.close(), b.close()
 
 

@@ -331,7 +331,24 @@ class SqlStore(FaceRows):
 
     def insert_templates(self, cid: int, subject_ids: Sequence[str], templates: np.ndarray,
                          image_hashes: Sequence[str], *, model_id: str) -> np.ndarray:
-        """Bulk rows, one face each, subjects created as needed, in one transaction; returns the new face ids."""
+        """Bulk rows, one face each, subjects created as needed, in one transaction; returns the new face ids.
+
+        On PostgreSQL nothing serialises this with erasures and enrolments: a subject erased between this
+        transaction's read of its subjects and its INSERT of faces (a foreign key violation), or created by another
+        call meanwhile (a unique violation), rolls the whole chunk back, and it is tried again from the read (the
+        erased subject is created anew, as it would be had the erasure come first). A chunk that still conflicts
+        (an image hash repeated for one subject) is refused with ALREADY_EXISTS, nothing written."""
+        for _ in range(3):
+            try:
+                return self._insert_templates(cid, subject_ids, templates, image_hashes, model_id=model_id)
+            except IntegrityError as exc:
+                conflict = exc
+        raise AlreadyExists("these faces conflict with the gallery (an image enrolled twice for one subject, or "
+                            "subjects changed by other calls during each try): nothing of them was written "
+                            f"({type(conflict.orig).__name__})") from conflict
+
+    def _insert_templates(self, cid: int, subject_ids: Sequence[str], templates: np.ndarray,
+                          image_hashes: Sequence[str], *, model_id: str) -> np.ndarray:
         now = utcnow()
         with self.session() as s:
             write_lock(s, None)  # SQLite: the subjects read below are still theirs at the insert
