@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from faceledger.config import Settings
 from faceledger.errors import EmptyImage, ImageTooLarge, InvalidImage, Overloaded, PayloadTooLarge, TruncatedImage
-from faceledger.imaging import DecodeBudget, decode_base64, decode_image
+from faceledger.imaging import DecodeBudget, decode_at_least, decode_base64, decode_image
 from faceledger.imaging import budget as budget_module
 
 
@@ -318,3 +318,62 @@ def test_text_that_is_no_file_name_is_base64():
         decode_image("A" * 400)  # a 400-character "file name": the OS answers ENAMETOOLONG, not "no such file"
     with pytest.raises(InvalidImage):
         decode_image("abc\x00def")
+
+
+# ---------------------------------------------------------------- reduced decoding of large JPEGs
+
+
+def _large(face_rgb: Image.Image, size=(2600, 1700), **kw) -> bytes:
+    return encode(face_rgb.resize(size, Image.LANCZOS), "JPEG", quality=92, **kw)
+
+
+@pytest.mark.parametrize(("size", "reduced"), [((2600, 1700), (650, 425)), ((1300, 900), (650, 450)),
+                                               ((1279, 900), (640, 450)), ((1278, 900), (1278, 900)), ((5400, 3600), (675, 450))])
+def test_large_jpeg_is_decoded_reduced_but_never_below_min_side(face_rgb, size, reduced):
+    data = _large(face_rgb, size)
+    view = decode_at_least(data, 640)
+    assert (view.width, view.height) == size  # the whole image's size, always
+    assert (view.bgr.shape[1], view.bgr.shape[0]) == reduced and view.reduced == (reduced != size)
+    whole = decode_image(data)
+    assert np.array_equal(view.whole(), whole)
+    if view.reduced:  # the same picture, smaller: compared with the whole image shrunk to its size
+        import cv2
+
+        shrunk = cv2.resize(whole, reduced, interpolation=cv2.INTER_AREA)
+        assert np.abs(view.bgr.astype(int) - shrunk.astype(int)).mean() < 3
+        assert view.scale == (size[0] / reduced[0], size[1] / reduced[1])
+
+
+def test_only_jpeg_is_reduced_and_arrays_never(face_rgb):
+    big = face_rgb.resize((1600, 1200))
+    for data in (encode(big, "PNG"), encode(big, "WEBP")):
+        view = decode_at_least(data, 640)
+        assert not view.reduced and view.bgr.shape == (1200, 1600, 3)
+    array = np.asarray(big)[:, :, ::-1]
+    view = decode_at_least(array, 640)
+    assert not view.reduced and np.array_equal(view.bgr, array) and np.array_equal(view.whole(), array)
+
+
+def test_reduced_decode_is_upright_and_sized_as_the_upright_whole(face_rgb):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 2600 x 1700, shown 1700 x 2600
+    data = _large(face_rgb, exif=exif.tobytes())
+    view = decode_at_least(data, 640)
+    assert (view.width, view.height) == (1700, 2600) and view.bgr.shape == (650, 425, 3)
+    assert view.whole().shape == (2600, 1700, 3) and np.array_equal(view.whole(), decode_image(data))
+
+
+def test_reduced_decode_keeps_the_whole_images_limits_and_errors(face_rgb, monkeypatch):
+    data = _large(face_rgb, (5400, 3600))
+    with pytest.raises(ImageTooLarge):  # the pixel limit is the whole image's, whatever is decoded
+        decode_at_least(data, 640, max_pixels=5400 * 3600 - 1)
+    with pytest.raises(PayloadTooLarge):
+        decode_at_least(data, 640, max_bytes=len(data) - 1)
+    with pytest.raises(TruncatedImage):
+        decode_at_least(data[: len(data) // 2], 640)
+    # it reserves the memory of what it decodes: a 19 MP photo that cannot be decoded whole within a 16 MB budget
+    monkeypatch.setattr(budget_module, "_process_budget", DecodeBudget(16 << 20, timeout=0.2))
+    with pytest.raises(ImageTooLarge):
+        decode_image(data)
+    view = decode_at_least(data, 640)
+    assert view.bgr.shape == (450, 675, 3) and budget_module.decode_budget().in_use == 0

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     detect_score: float = Field(0.6, ge=0.0, le=1.0, description="Detector confidence threshold.")
     detect_nms: float = Field(0.3, ge=0.0, le=1.0, description="Non-maximum suppression IoU.")
     detect_max_side: int = Field(640, ge=64, description="Images are scaled down so the longer side fits this.")
+    reduced_decode: bool = Field(True, description="Decode a JPEG at least twice detect_max_side on its longer side at 1/2, 1/4 or 1/8 of its size (in the DCT domain) for detection, and decode it whole only when a face is too small there for its aligned crop. Images given as arrays, and enrolment, always use every pixel.")
 
     # quality limits for enrolment
     min_face_px: float = Field(48.0, description="SMALL_FACE below this face box size (shorter side, pixels).")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -242,7 +243,44 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 # ---------------------------------------------------------------- decoding
 
 
-def _decode(data: bytes, max_pixels: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Decoded:
+    """An upright BGR image, whole or reduced: ``width`` x ``height`` is always the whole image's size."""
+
+    bgr: np.ndarray
+    width: int
+    height: int
+    data: bytes | None = None  # the encoded image, kept while ``bgr`` is reduced
+    max_pixels: int = MAX_PIXELS
+
+    @property
+    def reduced(self) -> bool:
+        return self.data is not None
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Whole-image pixels per pixel of ``bgr``, along x and y."""
+        return self.width / self.bgr.shape[1], self.height / self.bgr.shape[0]
+
+    def whole(self) -> np.ndarray:
+        """The whole image's pixels (``bgr`` itself when it is not reduced)."""
+        if self.data is None:
+            return self.bgr
+        return _decode_bytes(self.data, self.max_pixels, None)[0]
+
+
+def _scale_for(width: int, height: int, min_side: int | None) -> int:
+    """The largest JPEG DCT-domain reduction (8, 4, 2 or 1) that keeps the longer side at least ``min_side``."""
+    if not min_side:
+        return 1
+    longer = max(width, height)
+    return next((k for k in (8, 4, 2) if (longer + k - 1) // k >= min_side), 1)
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The upright BGR pixels and the whole image's upright (width, height); a JPEG whose longer side is at least
+    twice ``min_side`` is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (libjpeg's scaled IDCT: less
+    work and memory than decoding it whole, and a proper low-pass where resizing afterwards would alias)."""
     img = Image.open(io.BytesIO(data), formats=FORMATS)
     width, height = img.size
     if width * height > max_pixels:
@@ -252,26 +290,32 @@ def _decode(data: bytes, max_pixels: int) -> np.ndarray:
         )
     if width <= 0 or height <= 0:
         raise InvalidImage("image has no pixels", width=width, height=height)
+    k = _scale_for(width, height, min_side) if img.format == "JPEG" else 1
+    if k > 1:
+        img.draft(img.mode, (width // k, height // k))  # Pillow picks the scale: the largest not below this size
     with decode_budget().reserve(_decode_cost(img), width=width, height=height):
         img.load()
         orientation = _orientation(img)
-        return np.ascontiguousarray(_orient(_to_bgr(img), orientation))
+        bgr = np.ascontiguousarray(_orient(_to_bgr(img), orientation))
+    return bgr, ((height, width) if orientation >= 5 else (width, height))
 
 
-def decode_image(source: ImageInput, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an image to an upright ``HxWx3`` uint8 BGR array, or raise a typed error.
-
-    ``source`` may be raw bytes, a filesystem path, base64 text (optionally a ``data:image/...``
-    URL, which is decoded, never fetched), or an already decoded BGR/grey array. Only
-    ``FaceledgerError`` subclasses are raised.
-    """
+def _decoded(source: ImageInput, max_bytes: int, max_pixels: int, min_side: int | None) -> Decoded:
     if isinstance(source, np.ndarray):
-        return _from_array(source, max_pixels)
+        bgr = _from_array(source, max_pixels)
+        return Decoded(bgr, bgr.shape[1], bgr.shape[0])
     data = _read_bytes(source, max_bytes)
+    rgb, (width, height) = _decode_bytes(data, max_pixels, min_side)
+    reduced = (rgb.shape[1], rgb.shape[0]) != (width, height)
+    return Decoded(rgb, width, height, data if reduced else None, max_pixels)
+
+
+def _decode_bytes(data: bytes, max_pixels: int, min_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``_decode``, with whatever a decoder raises turned into a typed error."""
     if not data:
         raise EmptyImage("the image is empty (0 bytes)")
     try:
-        rgb = _decode(data, max_pixels)
+        rgb, size = _decode(data, max_pixels, min_side)
     except FaceledgerError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -287,7 +331,25 @@ def decode_image(source: ImageInput, *, max_bytes: int = 20 * 1024 * 1024, max_p
         raise InvalidImage(f"image could not be decoded: {type(exc).__name__}: {exc}") from None
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0 or rgb.shape[2] != 3:
         raise InvalidImage("image has no pixels")
-    return rgb
+    return rgb, size
+
+
+def decode_image(source: ImageInput, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image to an upright ``HxWx3`` uint8 BGR array, or raise a typed error.
+
+    ``source`` may be raw bytes, a filesystem path, base64 text (optionally a ``data:image/...``
+    URL, which is decoded, never fetched), or an already decoded BGR/grey array. Only
+    ``FaceledgerError`` subclasses are raised.
+    """
+    return _decoded(source, max_bytes, max_pixels, None).bgr
+
+
+def decode_at_least(source: ImageInput, min_side: int, *, max_bytes: int = 20 * 1024 * 1024,
+                    max_pixels: int = MAX_PIXELS) -> Decoded:
+    """As ``decode_image``, but a large JPEG comes back reduced in the DCT domain to no less than ``min_side`` on
+    its longer side (``Decoded.reduced``); ``Decoded.whole()`` decodes it whole when the pixels turn out to be
+    needed. The limits are the whole image's, checked the same way."""
+    return _decoded(source, max_bytes, max_pixels, min_side)
 
 
 def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:

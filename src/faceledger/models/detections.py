@@ -47,6 +47,11 @@ class Detections:
     def centers(self) -> np.ndarray:
         return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 
+    def scaled(self, sx: float, sy: float) -> Detections:
+        """The same faces in the image ``sx`` times as wide and ``sy`` times as tall (a reduced decode's whole)."""
+        return Detections(self.boxes * np.array([sx, sy, sx, sy], np.float32),
+                          self.landmarks * np.array([sx, sy], np.float32), self.scores)
+
     def order_by_area(self) -> Detections:
         return self[np.argsort(-self.areas, kind="stable")]
 

@@ -21,6 +21,7 @@ class OnnxRecognizer(OnnxModel):
     """
 
     input_size = 112
+    face_scale = 1.0  # source pixels a face needs per pixel of the 112 template to be seen in full (1: the crop's own)
 
     def __init__(self, model: ResolvedModel, *, threads: int = 1, batch: int = 2,
                  mean: float = 0.0, std: float = 1.0, rewrite_prelu: bool = True, device: str = "cpu") -> None:

@@ -9,13 +9,13 @@ import numpy as np
 
 from faceledger.config import Settings, get_settings
 from faceledger.errors import ManyFaces, NoFace
-from faceledger.imaging import ImageInput, decode_image
+from faceledger.imaging import ImageInput, decode_at_least, decode_image
 from faceledger.models.detections import Detections
 from faceledger.models.dlib_resnet import DlibResnet
 from faceledger.models.files import resolve
 from faceledger.models.sface import OnnxRecognizer, l2_normalize
 from faceledger.models.yunet import YuNet
-from faceledger.pipeline.align import align_all
+from faceledger.pipeline.align import align_all, crop_scale
 from faceledger.pipeline.profiles import PROFILES, Component, Profile
 from faceledger.pipeline.quality import Quality, QualityLimits, assess
 
@@ -152,13 +152,31 @@ class FaceEngine:
         return self.components(bgr, detections, crops=crops).template(self.profile.components)
 
     def analyze(self, image: ImageInput, *, embed: bool = True) -> FaceAnalysis:
-        """Decode, detect, align, assess and (optionally) embed every face of an image."""
-        bgr = self.decode(image)
-        detections = self.detect(bgr)
-        crops = align_all(bgr, detections.landmarks)
+        """Decode, detect, align, assess and (optionally) embed every face of an image.
+
+        A large JPEG is decoded reduced (``reduced_decode``), no smaller than the detector's input; when a face found
+        there is too small for its crops, or none is found, the image is decoded whole and analysed exactly as without
+        the reduction.
+        Coordinates are always the whole image's."""
+        s = self.settings
+        view = decode_at_least(image, s.detect_max_side if s.reduced_decode else 0, max_bytes=s.max_image_bytes,
+                               max_pixels=s.max_image_pixels)
+        bgr = view.bgr
+        found = self.detect(bgr)  # in bgr's pixels
+        if view.reduced and (len(found) == 0 or self._too_small(found.landmarks)):
+            bgr = view.whole()
+            found = self.detect(bgr)
+        sx, sy = view.width / bgr.shape[1], view.height / bgr.shape[0]
+        detections = found if (sx, sy) == (1.0, 1.0) else found.scaled(sx, sy)
+        crops = align_all(bgr, found.landmarks)
         quality = assess(detections, crops, self.limits)
-        templates = self.embed(bgr, detections, crops) if embed and len(detections) else None
-        return FaceAnalysis(bgr.shape[1], bgr.shape[0], detections, quality, templates, self.model_id)
+        templates = self.embed(bgr, found, crops) if embed and len(detections) else None
+        return FaceAnalysis(view.width, view.height, detections, quality, templates, self.model_id)
+
+    def _too_small(self, landmarks: np.ndarray) -> bool:
+        """Whether any face would be enlarged into one of the profile's crops (so more pixels would show more)."""
+        need = max(self.recognizer(c.recognizer).face_scale for c in self.profile.components)
+        return any(crop_scale(lm) * need > 1.0 for lm in landmarks)
 
     def single_face(self, image: ImageInput, *, face: int | None = None) -> tuple[FaceAnalysis, int]:
         """The analysis and the index of the one face an operation is about.
