@@ -184,12 +184,15 @@ def enroll_dir(
     collection: str, directory: Path,
     consent: ConsentBasis = None, consent_ref: ConsentRef = None, consent_expires: ConsentExpires = None,
     per_subject: Annotated[Optional[int], typer.Option(help="At most this many images per subject.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Subjects enrolled at once (default: FACELEDGER_WORKERS, one per core).")] = None,
     tenant: TenantOpt = "default",
 ) -> None:
     """Bulk enrolment: one folder per subject (its name is the subject id). Resumable: done images are skipped.
 
     Each acknowledged enrolment is printed as a JSON line on stdout as soon as it is durable.
     """
+    from faceledger.service.bulk import enroll_each
     from faceledger.service.consent import consent_record
 
     if not directory.is_dir():
@@ -210,20 +213,20 @@ def enroll_dir(
                    TimeRemainingColumn())
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(f"enrolling into {collection}", total=len(jobs))
-            for subject, path in jobs:
-                try:  # one enrolment, one audit record (written by the service), success or refusal
-                    info = service.enroll(actor, collection, subject, [path], consent=record)
-                except FaceledgerError as exc:
-                    if exc.code in FATAL_FOR_ALL:
-                        raise
-                    reasons = exc.details.get("reasons") or [exc.code]
-                    refused.update(reasons if exc.code == "ENROLLMENT_REFUSED" else [exc.code])
+            outcomes = enroll_each(  # one enrolment, one audit record (written by the service), success or refusal
+                lambda subject, path: service.enroll(actor, collection, subject, [path], consent=record), jobs,
+                workers=min(workers or service.settings.workers, len(jobs) or 1), stop_on=FATAL_FOR_ALL)
+            for subject, path, result in outcomes:
+                if isinstance(result, FaceledgerError):
+                    if result.code not in FATAL_FOR_ALL:
+                        reasons = result.details.get("reasons") or [result.code]
+                        refused.update(reasons if result.code == "ENROLLMENT_REFUSED" else [result.code])
                 else:
-                    created = info.faces[0].created
+                    created = result.faces[0].created
                     enrolled += created
                     skipped += not created
-                    print(json.dumps({"subject_id": subject, "image": str(path), "face_id": info.faces[0].face_id,
-                                      "created": created}), flush=True)
+                    print(json.dumps({"subject_id": subject, "image": str(path),
+                                      "face_id": result.faces[0].face_id, "created": created}), flush=True)
                 progress.advance(task)
     console.print(f"enrolled {enrolled}, already there {skipped}, refused {len(jobs) - enrolled - skipped}")
     for reason, n in refused.most_common():
