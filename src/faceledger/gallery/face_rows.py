@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from faceledger.errors import AlreadyExists, NotFound
@@ -171,7 +172,22 @@ class FaceRows:
     def rename_subject(self, c: CollectionRef, old: str, new: str) -> bool:
         """Rename a subject; into an existing subject's name, its faces join that subject (merged, the old one
         deleted). Returns whether it merged. The source is locked first (PostgreSQL), so an enrolment into it waits
-        rather than have its face deleted with the source unrecorded."""
+        rather than have its face deleted with the source unrecorded.
+
+        An enrolment (which takes no subjects lock) may create ``new`` after this call found it free: the rename's
+        UPDATE then violates the subjects' unique key (PostgreSQL), and it is tried again from the read, merging into
+        the subject the enrolment created, as had it come first. A rename that conflicts on every try (the two
+        subjects hold a face of the same image) is refused with ALREADY_EXISTS, nothing changed."""
+        for _ in range(3):
+            try:
+                return self._rename_subject(c, old, new)
+            except IntegrityError as exc:
+                conflict = exc
+        raise AlreadyExists(f"subject '{old}' cannot be renamed '{new}': both hold a face of the same image, or other "
+                            f"calls changed them during each try ({type(conflict.orig).__name__}); nothing changed",
+                            subject_id=old, new_id=new) from conflict
+
+    def _rename_subject(self, c: CollectionRef, old: str, new: str) -> bool:
         with self.session() as s:
             write_lock(s, SUBJECTS_LOCK)
             source = _subject(s, c.id, old, lock=True)

@@ -35,6 +35,7 @@ from faceledger.pipeline.align import align
 from faceledger.pipeline.engine import FaceAnalysis, FaceEngine
 from faceledger.vectors import open_vector_store
 
+ENROL_TRIES = 4  # writes of one enrolment that lost a race to other calls' commits, before ALREADY_EXISTS
 Ranked = list[tuple[str, str | None, float]]  # (subject id, display name, best similarity), best first
 
 
@@ -215,16 +216,23 @@ class Gallery:
             # an image already enrolled for this subject is not analysed again (idempotent, resumable)
             prepared.append(NewFace(digest) if digest in known else
                             enrolment_face(self.engine, bgr, digest, face, c.store_crops))
-        for attempt in range(2):  # a concurrent enrolment may create the same subject first
+        # a concurrent enrolment may create the same subject or add the same image first, or an erasure delete the
+        # subject meanwhile: each conflict means another call committed, so the next try reads it (the image found:
+        # ``created`` False; the subject gone: enrolled anew). Two enrolments that both lost the subject's creation
+        # to a third then race each other for the image, so one try is not always enough (measured, PostgreSQL)
+        for _ in range(ENROL_TRIES):
             try:  # consent checked again as stored in the writing transaction (the subject may be gone since)
                 info, new_ids, new_vectors = self.store.write_enrolment(
                     c, subject_id, prepared, model_id=self.engine.model_id, display_name=display_name,
                     metadata=metadata, consent=consent,
                     check_consent=lambda stored: check_consent(c.require_consent, c.name, stored, consent, utcnow()))
                 break
-            except (IntegrityError, StaleDataError):  # or erased it meanwhile: the retry enrols it anew
-                if attempt:
-                    raise
+            except (IntegrityError, StaleDataError) as exc:
+                conflict = exc
+        else:
+            raise AlreadyExists(f"subject '{subject_id}' was changed by other calls during each try of this enrolment "
+                                f"({type(conflict).__name__}): nothing of it was written; send it again",
+                                subject_id=subject_id) from conflict
         if new_ids:  # nothing fallible runs between the commit and this add
             self.vectors.add(c.id, np.array(new_ids, np.int64), np.stack(new_vectors))
         return info
