@@ -341,7 +341,7 @@ def test_large_jpeg_is_decoded_reduced_but_never_below_min_side(face_rgb, size, 
 
         shrunk = cv2.resize(whole, reduced, interpolation=cv2.INTER_AREA)
         assert np.abs(view.bgr.astype(int) - shrunk.astype(int)).mean() < 3
-        assert view.scale == (size[0] / reduced[0], size[1] / reduced[1])
+        assert view.k == round(size[0] / reduced[0]) and view.offset == (0, 0)
 
 
 def test_only_jpeg_is_reduced_and_arrays_never(face_rgb):
@@ -371,9 +371,52 @@ def test_reduced_decode_keeps_the_whole_images_limits_and_errors(face_rgb, monke
         decode_at_least(data, 640, max_bytes=len(data) - 1)
     with pytest.raises(TruncatedImage):
         decode_at_least(data[: len(data) // 2], 640)
-    # it reserves the memory of what it decodes: a 19 MP photo that cannot be decoded whole within a 16 MB budget
+    # an image that could never be decoded whole within the budget is refused up front, whatever it shows (it
+    # may be needed whole); while the reduced one is decoded, only its own memory is held
     monkeypatch.setattr(budget_module, "_process_budget", DecodeBudget(16 << 20, timeout=0.2))
-    with pytest.raises(ImageTooLarge):
-        decode_image(data)
+    for decode in (decode_image, lambda d: decode_at_least(d, 640)):
+        with pytest.raises(ImageTooLarge):
+            decode(data)
+    reserved = []
+
+    class Spy(DecodeBudget):
+        def reserve(self, nbytes, **details):
+            reserved.append(nbytes)
+            return super().reserve(nbytes, **details)
+
+    monkeypatch.setattr(budget_module, "_process_budget", Spy(1 << 30, timeout=0.2))
     view = decode_at_least(data, 640)
-    assert view.bgr.shape == (450, 675, 3) and budget_module.decode_budget().in_use == 0
+    assert view.bgr.shape == (450, 675, 3) and reserved == [675 * 450 * 7 + (4 << 20)]
+    view.whole()
+    assert reserved[-1] == 5400 * 3600 * 7 + (4 << 20)
+
+
+def test_a_thin_jpeg_is_reduced_no_more_than_its_short_side_allows(face_rgb):
+    """Pillow divides by the asked size: a reduction larger than the short side would raise (and be refused)."""
+    for size, shape in (((5200, 1), (1, 5200, 3)), ((1, 5200), (5200, 1, 3)), ((5200, 3), (2, 2600, 3))):
+        view = decode_at_least(encode(face_rgb.resize(size), "JPEG"), 640)
+        assert (view.width, view.height) == size and view.bgr.shape == shape
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_reduced_pixels_map_onto_the_whole_image_exactly_in_every_orientation(orientation):
+    """A bright square at a known place of the upright picture, stored under each EXIF orientation, with sides
+    that 4 does not divide (the last DCT block is partial, and comes first along a reversed axis): found in the
+    reduced decode, mapped with ``x * k + offset``, it lands where it is in the whole image."""
+    width, height, (x0, y0), side = 2563, 1921, (1001, 603), 40
+    upright = np.zeros((height, width), np.uint8)
+    upright[y0:y0 + side, x0:x0 + side] = 255
+    stored = {1: upright, 2: upright[:, ::-1], 3: upright[::-1, ::-1], 4: upright[::-1], 5: upright.T,
+              6: upright[:, ::-1].T, 7: upright[::-1, ::-1].T, 8: upright[::-1].T}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(np.ascontiguousarray(stored)), "JPEG", quality=95, exif=exif.tobytes())
+    assert np.array_equal(decode_image(data)[:, :, 0] > 127, upright > 127)  # the orientation itself is right
+    view = decode_at_least(data, 640)
+    assert view.reduced and view.k == 4 and (view.width, view.height) == (width, height)
+    grey = view.bgr[:, :, 0].astype(np.float64)
+    ys, xs = np.indices(grey.shape)
+    # pixel centres: reduced index i covers whole indices [i k, i k + k) shifted by the offset
+    cx = (grey * xs).sum() / grey.sum() * view.k + (view.k - 1) / 2 + view.offset[0]
+    cy = (grey * ys).sum() / grey.sum() * view.k + (view.k - 1) / 2 + view.offset[1]
+    assert abs(cx - (x0 + (side - 1) / 2)) < 0.3 and abs(cy - (y0 + (side - 1) / 2)) < 0.3, (cx, cy)

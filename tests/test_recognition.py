@@ -262,3 +262,14 @@ def test_a_large_face_is_aligned_without_aliasing_whatever_the_resolution(engine
     half = align(np.ascontiguousarray(cut), lm - shift)
     assert half.shape == (112, 112, 3) and np.abs(half.astype(int) - align(padded, lm)).mean() < 2.5
     assert half[:, :40].max() == 0  # the left half of the face is outside: black
+
+
+def test_degenerate_landmarks_give_a_crop_not_an_error():
+    """All five points equal, or not finite: no transform can be estimated; the crop is still made (OpenCV 5
+    refused the plain least-squares fallback with an untyped error)."""
+    from faceledger.pipeline.align import align
+
+    image = np.full((300, 300, 3), 100, np.uint8)
+    for landmarks in (np.full((5, 2), 50, np.float32), np.full((5, 2), np.nan, np.float32)):
+        crop = align(image, landmarks)
+        assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8

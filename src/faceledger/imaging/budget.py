@@ -35,15 +35,19 @@ class DecodeBudget:
         with self._cond:
             return self._in_use
 
-    @contextmanager
-    def reserve(self, nbytes: int, **details) -> Iterator[None]:
-        """Hold ``nbytes`` of the budget for the duration of the ``with`` block."""
-        nbytes = max(int(nbytes), 0)
+    def check_fits(self, nbytes: int, **details) -> None:
+        """Refuse (ImageTooLarge) a decode that needs more than the whole budget: waiting would never help."""
         if nbytes > self.capacity:
             raise ImageTooLarge(
                 f"decoding this image needs about {nbytes >> 20} MiB, more than the whole decode budget "
                 f"({self.capacity >> 20} MiB)", needed=nbytes, budget=self.capacity, **details,
             )
+
+    @contextmanager
+    def reserve(self, nbytes: int, **details) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget for the duration of the ``with`` block."""
+        nbytes = max(int(nbytes), 0)
+        self.check_fits(nbytes, **details)
         deadline = time.monotonic() + self.timeout
         with self._cond:
             while self._in_use + nbytes > self.capacity:

@@ -252,15 +252,12 @@ class Decoded:
     height: int
     data: bytes | None = None  # the encoded image, kept while ``bgr`` is reduced
     max_pixels: int = MAX_PIXELS
+    k: int = 1  # whole pixels per pixel of ``bgr`` along each axis: whole x = x * k + offset[0]
+    offset: tuple[int, int] = (0, 0)  # whole-image x, y of ``bgr``'s (0, 0) corner (<= 0)
 
     @property
     def reduced(self) -> bool:
         return self.data is not None
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """Whole-image pixels per pixel of ``bgr``, along x and y."""
-        return self.width / self.bgr.shape[1], self.height / self.bgr.shape[0]
 
     def whole(self) -> np.ndarray:
         """The whole image's pixels (``bgr`` itself when it is not reduced)."""
@@ -274,11 +271,12 @@ def _scale_for(width: int, height: int, min_side: int | None) -> int:
     if not min_side:
         return 1
     longer = max(width, height)
-    return next((k for k in (8, 4, 2) if (longer + k - 1) // k >= min_side), 1)
+    return next((k for k in (8, 4, 2) if (longer + k - 1) // k >= min_side and min(width, height) >= k), 1)
 
 
-def _decode(data: bytes, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """The upright BGR pixels and the whole image's upright (width, height); a JPEG whose longer side is at least
+def _decode(data: bytes, max_pixels: int, min_side: int | None = None):
+    """The upright BGR pixels, the whole image's upright (width, height), the reduction k and the EXIF orientation;
+    a JPEG whose longer side is at least
     twice ``min_side`` is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (libjpeg's scaled IDCT: less
     work and memory than decoding it whole, and a proper low-pass where resizing afterwards would alias)."""
     img = Image.open(io.BytesIO(data), formats=FORMATS)
@@ -292,12 +290,16 @@ def _decode(data: bytes, max_pixels: int, min_side: int | None = None) -> tuple[
         raise InvalidImage("image has no pixels", width=width, height=height)
     k = _scale_for(width, height, min_side) if img.format == "JPEG" else 1
     if k > 1:
+        # the whole image may be needed after all: one that could never be decoded whole is refused now, whatever
+        # it shows (and while the reduced one is decoded, only its own memory is held)
+        decode_budget().check_fits(_decode_cost(img), width=width, height=height)
         img.draft(img.mode, (width // k, height // k))  # Pillow picks the scale: the largest not below this size
     with decode_budget().reserve(_decode_cost(img), width=width, height=height):
         img.load()
+        k = round(width / img.width)  # what the decoder did (1 when it could not reduce)
         orientation = _orientation(img)
         bgr = np.ascontiguousarray(_orient(_to_bgr(img), orientation))
-    return bgr, ((height, width) if orientation >= 5 else (width, height))
+    return bgr, ((height, width) if orientation >= 5 else (width, height)), k, orientation
 
 
 def _decoded(source: ImageInput, max_bytes: int, max_pixels: int, min_side: int | None) -> Decoded:
@@ -305,17 +307,22 @@ def _decoded(source: ImageInput, max_bytes: int, max_pixels: int, min_side: int 
         bgr = _from_array(source, max_pixels)
         return Decoded(bgr, bgr.shape[1], bgr.shape[0])
     data = _read_bytes(source, max_bytes)
-    rgb, (width, height) = _decode_bytes(data, max_pixels, min_side)
-    reduced = (rgb.shape[1], rgb.shape[0]) != (width, height)
-    return Decoded(rgb, width, height, data if reduced else None, max_pixels)
+    rgb, (width, height), k, orientation = _decode_bytes(data, max_pixels, min_side)
+    if k == 1:
+        return Decoded(rgb, width, height)
+    # reduced pixel i covers whole pixels [i k, i k + k), the last one a partial block; an axis that the EXIF
+    # orientation reverses has that partial block first, shifting it by the block's missing part
+    flip_x, flip_y = orientation in (2, 3, 6, 7), orientation in (3, 4, 7, 8)
+    offset = (width - rgb.shape[1] * k if flip_x else 0, height - rgb.shape[0] * k if flip_y else 0)
+    return Decoded(rgb, width, height, data, max_pixels, k, offset)
 
 
-def _decode_bytes(data: bytes, max_pixels: int, min_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode_bytes(data: bytes, max_pixels: int, min_side: int | None):
     """``_decode``, with whatever a decoder raises turned into a typed error."""
     if not data:
         raise EmptyImage("the image is empty (0 bytes)")
     try:
-        rgb, size = _decode(data, max_pixels, min_side)
+        rgb, size, k, orientation = _decode(data, max_pixels, min_side)
     except FaceledgerError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -331,7 +338,7 @@ def _decode_bytes(data: bytes, max_pixels: int, min_side: int | None) -> tuple[n
         raise InvalidImage(f"image could not be decoded: {type(exc).__name__}: {exc}") from None
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0 or rgb.shape[2] != 3:
         raise InvalidImage("image has no pixels")
-    return rgb, size
+    return rgb, size, k, orientation
 
 
 def decode_image(source: ImageInput, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -47,10 +47,14 @@ class Detections:
     def centers(self) -> np.ndarray:
         return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 
-    def scaled(self, sx: float, sy: float) -> Detections:
-        """The same faces in the image ``sx`` times as wide and ``sy`` times as tall (a reduced decode's whole)."""
-        return Detections(self.boxes * np.array([sx, sy, sx, sy], np.float32),
-                          self.landmarks * np.array([sx, sy], np.float32), self.scores)
+    def mapped(self, scale: float, offset: tuple[float, float], size: tuple[int, int]) -> Detections:
+        """The same faces in another image: ``x * scale + offset`` (a reduced decode's whole), boxes clipped to
+        that image's ``size``."""
+        shift = np.asarray(offset, np.float32)
+        boxes = self.boxes * np.float32(scale) + np.concatenate([shift, shift])
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, size[0])
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, size[1])
+        return Detections(boxes, self.landmarks * np.float32(scale) + shift, self.scores)
 
     def order_by_area(self) -> Detections:
         return self[np.argsort(-self.areas, kind="stable")]

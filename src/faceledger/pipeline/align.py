@@ -16,9 +16,19 @@ def similarity_transform(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     """2x3 matrix mapping image points onto the template (least squares, no shear)."""
     template = TEMPLATE_112 * (size / 112.0)
     matrix, _ = cv2.estimateAffinePartial2D(landmarks.astype(np.float32), template, method=cv2.LMEDS)
-    if matrix is None:  # degenerate landmarks (all points equal); fall back to plain least squares
-        matrix, _ = cv2.estimateAffinePartial2D(landmarks.astype(np.float32), template, method=0)
+    if matrix is None:  # degenerate landmarks (all points equal, or not finite): plain least squares
+        matrix = _least_squares_similarity(landmarks, template)
     return matrix
+
+
+def _least_squares_similarity(points: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[[a, -b, tx], [b, a, ty]] minimising the squared distance of the mapped points to ``target``; all zeros
+    (a black crop) when the points say nothing (OpenCV 5 has no plain least-squares method here)."""
+    pts = np.nan_to_num(points.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    rows = np.concatenate([np.column_stack([pts[:, 0], -pts[:, 1], np.ones(len(pts)), np.zeros(len(pts))]),
+                           np.column_stack([pts[:, 1], pts[:, 0], np.zeros(len(pts)), np.ones(len(pts))])])
+    a, b, tx, ty = np.linalg.lstsq(rows, np.concatenate([target[:, 0], target[:, 1]]), rcond=None)[0]
+    return np.array([[a, -b, tx], [b, a, ty]], np.float64)
 
 
 # A bilinear warp that shrinks by more than 2 skips pixels (aliasing): a face larger than that is first shrunk
@@ -32,7 +42,7 @@ def align(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray
     """The aligned ``size x size`` BGR crop of one face."""
     matrix = similarity_transform(landmarks, size)
     scale = _scale(matrix)
-    if scale < MIN_WARP_SCALE:
+    if 0 < scale < MIN_WARP_SCALE:
         bgr, matrix = _shrunk_around_crop(bgr, matrix, MIN_WARP_SCALE / scale, size)
     return cv2.warpAffine(bgr, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -166,8 +166,8 @@ class FaceEngine:
         if view.reduced and (len(found) == 0 or self._too_small(found.landmarks)):
             bgr = view.whole()
             found = self.detect(bgr)
-        sx, sy = view.width / bgr.shape[1], view.height / bgr.shape[0]
-        detections = found if (sx, sy) == (1.0, 1.0) else found.scaled(sx, sy)
+        reduced = view.reduced and bgr is view.bgr
+        detections = found.mapped(view.k, view.offset, (view.width, view.height)) if reduced else found
         crops = align_all(bgr, found.landmarks)
         quality = assess(detections, crops, self.limits)
         templates = self.embed(bgr, found, crops) if embed and len(detections) else None
