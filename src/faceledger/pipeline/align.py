@@ -60,9 +60,10 @@ def _shrunk_around_crop(bgr: np.ndarray, matrix: np.ndarray, factor: float, size
     width, height = max(1, round(region.shape[1] / factor)), max(1, round(region.shape[0] / factor))
     small = cv2.resize(region, (width, height), interpolation=cv2.INTER_AREA)
     fx, fy = width / region.shape[1], height / region.shape[0]
-    # image point p = q / f + origin for a point q of the shrunk region
-    linear = matrix[:, :2] / np.array([fx, fy])
-    return small, np.hstack([linear, (matrix[:, :2] @ np.array([x0, y0]) + matrix[:, 2])[:, None]])
+    # pixel centres (OpenCV's convention in both calls): shrunk pixel q is image point (q + 0.5) / f - 0.5 + origin
+    f = np.array([fx, fy])
+    linear = matrix[:, :2] / f
+    return small, np.hstack([linear, (matrix[:, :2] @ (np.array([x0, y0]) + 0.5 / f - 0.5) + matrix[:, 2])[:, None]])
 
 
 def align_all(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
